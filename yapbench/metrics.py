@@ -1,0 +1,134 @@
+"""What one session measured, and exact percentiles over raw values.
+
+Every metric here is defined once, in DESIGN.md and docs/metrics.md; the session fills these records, the run
+directory stores them, the report and the gates read them back. Nothing rounds before the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Iterable
+
+import numpy as np
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    REJECTED = "rejected"  # Error "no free channels" as the first message: the server is at capacity
+    AUTH_FAILED = "auth_failed"  # HTTP 401 on the upgrade
+    NO_READY = "no_ready"  # neither Ready nor Error within the ready timeout
+    SERVER_ERROR = "server_error"  # any other Error message
+    PROTOCOL_ERROR = "protocol_error"  # an undecodable or invalid message / frame
+    DISCONNECTED = "disconnected"  # the connection ended before the flush completed
+    FLUSH_TIMEOUT = "flush_timeout"  # no Marker echo within the flush timeout
+    CONNECT_FAILED = "connect_failed"  # TCP refused, DNS, timeout, or a non-401 HTTP status on the upgrade
+
+
+# Outcomes that say nothing about latency: their sessions stay out of latency percentiles.
+NOT_SERVED = frozenset({Outcome.REJECTED, Outcome.AUTH_FAILED, Outcome.CONNECT_FAILED})
+
+LATENCY_METRICS = ("connect_ms", "ready_ms", "first_response_ms", "first_word_ms", "finalize_ms", "backlog_max_ms")
+
+
+@dataclass(slots=True)
+class WordTiming:
+    """One Word (and its EndWord, if one came) as the client saw it."""
+
+    text: str
+    start_time: float  # server audio time of the word's start, seconds
+    recv_ms: float  # arrival, ms after the first audio frame was sent
+    lag_ms: float  # t_recv(Word) - t_send(frame holding start_time)
+    stop_time: float | None = None
+    end_lag_ms: float | None = None  # t_recv(EndWord) - t_send(frame holding stop_time)
+
+
+@dataclass(slots=True)
+class SessionResult:
+    """One streaming session, start to end, with a single outcome."""
+
+    session_id: str
+    target: str  # ws URL, never with a key in it
+    sample: str  # manifest name of the clip streamed
+    speed: float  # 1.0 = real time
+    started_at: float  # epoch seconds when the TCP connect began
+    outcome: Outcome = Outcome.CONNECT_FAILED
+    error: str = ""
+    ended_at: float = 0.0
+    close_code: int | None = None
+    connect_ms: float | None = None
+    ready_ms: float | None = None
+    first_response_ms: float | None = None
+    first_word_ms: float | None = None
+    finalize_ms: float | None = None
+    backlog_max_ms: float | None = None  # needs Step messages (models with extra heads)
+    audio_s: float = 0.0  # duration of the speech streamed
+    frames_planned: int = 0  # speech frames in the clip
+    frames_sent: int = 0  # speech frames written to the socket
+    steps: int = 0  # Step messages received
+    words: list[WordTiming] = field(default_factory=list)
+    send_times: np.ndarray = field(default_factory=lambda: np.zeros(0))  # epoch s of each speech frame's send
+    send_lag_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    worker: str = ""
+
+    @property
+    def transcript(self) -> str:
+        return " ".join(w.text for w in self.words)
+
+    @property
+    def served(self) -> bool:
+        return self.outcome not in NOT_SERVED
+
+    def record(self) -> dict:
+        """The JSON line for sessions.jsonl (words and per-frame lags go to their own files)."""
+        lags = self.send_lag_ms
+        return {
+            "session_id": self.session_id,
+            "worker": self.worker,
+            "target": self.target,
+            "sample": self.sample,
+            "speed": self.speed,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "outcome": str(self.outcome),
+            "error": self.error,
+            "close_code": self.close_code,
+            "connect_ms": self.connect_ms,
+            "ready_ms": self.ready_ms,
+            "first_response_ms": self.first_response_ms,
+            "first_word_ms": self.first_word_ms,
+            "finalize_ms": self.finalize_ms,
+            "backlog_max_ms": self.backlog_max_ms,
+            "audio_s": self.audio_s,
+            "frames_planned": self.frames_planned,
+            "frames_sent": self.frames_sent,
+            "steps": self.steps,
+            "words": len(self.words),
+            "send_lag_p50_ms": _pct(lags, 50),
+            "send_lag_p99_ms": _pct(lags, 99),
+            "send_lag_max_ms": float(lags.max()) if lags.size else None,
+            "transcript": self.transcript,
+        }
+
+
+def _pct(values: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if values.size else None
+
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+def summarize(values: Iterable[float] | np.ndarray, percentiles: Iterable[float] = PERCENTILES) -> dict[str, float]:
+    """Exact order statistics of raw values (numpy's linear interpolation between closest ranks).
+
+    Returns {} for no values, so a metric that was never observed is absent rather than zero.
+    """
+    arr = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    if arr.size == 0:
+        return {}
+    qs = list(percentiles)
+    out = {"count": float(arr.size), "min": float(arr.min()), "mean": float(arr.mean()), "max": float(arr.max())}
+    for q, v in zip(qs, np.percentile(arr, qs)):
+        out[f"p{q:g}"] = float(v)
+    return out
