@@ -22,6 +22,7 @@ class Outcome(StrEnum):
     PROTOCOL_ERROR = "protocol_error"  # an undecodable or invalid message / frame
     DISCONNECTED = "disconnected"  # the connection ended before the flush completed
     FLUSH_TIMEOUT = "flush_timeout"  # no Marker echo within the flush timeout
+    STALLED = "stalled"  # the audio could not be delivered within the session deadline
     CONNECT_FAILED = "connect_failed"  # TCP refused, DNS, timeout, or a non-401 HTTP status on the upgrade
 
 

@@ -1,0 +1,188 @@
+"""One streaming session: connect, wait for Ready, stream paced audio, flush with a Marker, close; measured.
+
+The upgrade is websocket-client's (headers, proxies, HTTP status on failure); once the server has answered 101,
+the socket is handed to the process's Streamer, which paces and parses for all streams at once. This function
+blocks only the calling greenlet.
+"""
+
+from __future__ import annotations
+
+import _socket  # the C socket: the Streamer drives the raw fd from the hub, outside gevent's socket wrapper
+import itertools
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import numpy as np
+import websocket
+
+from . import protocol as P
+from .metrics import Outcome, SessionResult, WordTiming
+from .streamer import MessageListener, PreparedClip, Stream, Streamer
+
+# perf_counter -> epoch seconds, fixed once per process so every record shares one clock.
+_EPOCH_OFFSET = time.time() - time.perf_counter()
+_marker_ids = itertools.count(1)
+
+
+def epoch(perf: float) -> float:
+    return perf + _EPOCH_OFFSET
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    url: str  # ws://host:port/api/asr-streaming (the path is added when missing)
+    api_key: str = "public_token"
+    auth: str = "header"  # "header": kyutai-api-key; "query": ?auth_id= (what browsers must do)
+    speed: float = 1.0  # 1.0 = real time; 2.0 = twice as fast
+    connect_timeout_s: float = 10.0
+    ready_timeout_s: float = 10.0
+    flush_frames: int = 40  # silence frames after the Marker: > asr_delay_in_tokens (6 for 1B, 32 for 2.6B)
+    flush_timeout_s: float = 15.0
+    deadline_slack_s: float = 30.0  # beyond the audio's paced duration, before a session is declared stalled
+    worker: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0:
+            raise ValueError(f"speed must be > 0, got {self.speed}")
+        if self.auth not in ("header", "query"):
+            raise ValueError(f"auth must be 'header' or 'query', got {self.auth!r}")
+
+
+def normalize_url(url: str) -> str:
+    """Accept host:port, ws://host:port or a full URL; default the path to /api/asr-streaming."""
+    if "://" not in url:
+        url = "ws://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"{url}: the scheme must be ws:// or wss://")
+    if not parts.hostname:
+        raise ValueError(f"{url}: no host")
+    path = parts.path if parts.path not in ("", "/") else P.DEFAULT_PATH
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def run_session(
+    cfg: SessionConfig, clip: PreparedClip, listener: MessageListener | None = None, session_id: str | None = None
+) -> SessionResult:
+    """Stream `clip` once; always returns a result with exactly one outcome (never raises for server behaviour)."""
+    url = normalize_url(cfg.url)
+    result = SessionResult(
+        session_id=session_id or uuid.uuid4().hex[:16],
+        target=url,
+        sample=clip.name,
+        speed=cfg.speed,
+        started_at=time.time(),
+        frames_planned=clip.n_frames,
+        worker=cfg.worker,
+    )
+    t_connect = time.perf_counter()
+    sock = _upgrade(cfg, url, result)
+    if sock is None:
+        result.ended_at = time.time()
+        return result
+    t_upgraded = time.perf_counter()
+    result.connect_ms = (t_upgraded - t_connect) * 1000.0
+
+    stream = Stream(sock, clip, cfg.speed, next(_marker_ids), cfg.flush_frames, cfg.flush_timeout_s, listener)
+    Streamer.for_current_hub().add(stream)
+    stream.on_readable()  # bytes may already be waiting (Ready often arrives with the 101)
+    if not stream.ready.wait(cfg.ready_timeout_s):
+        stream.finish(Outcome.NO_READY, f"neither Ready nor Error within {cfg.ready_timeout_s:g} s of the upgrade")
+    deadline = clip.audio_s / cfg.speed + cfg.flush_timeout_s + cfg.deadline_slack_s
+    if not stream.done.wait(deadline):
+        stream.finish(Outcome.STALLED, f"not finished {deadline:.0f} s after Ready (the server stopped reading?)")
+    _fill_result(result, stream, t_upgraded)
+    return result
+
+
+def _upgrade(cfg: SessionConfig, url: str, result: SessionResult):
+    """The WebSocket handshake; returns a non-blocking raw socket, or None with the result's outcome set."""
+    headers = []
+    connect_url = url
+    if cfg.auth == "header":
+        headers.append(f"{P.API_KEY_HEADER}: {cfg.api_key}")
+    else:
+        parts = urlsplit(url)
+        query = "&".join(q for q in (parts.query, urlencode({P.AUTH_QUERY_PARAM: cfg.api_key})) if q)
+        connect_url = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+    if url.startswith("wss://"):
+        result.outcome = Outcome.CONNECT_FAILED
+        result.error = "wss:// is not supported by the streaming engine yet; use ws:// (e.g. through an SSH tunnel)"
+        return None
+    ws = websocket.WebSocket(skip_utf8_validation=True)
+    try:
+        ws.connect(connect_url, header=headers, timeout=cfg.connect_timeout_s, suppress_origin=True)
+    except websocket.WebSocketBadStatusException as exc:
+        if exc.status_code == 401:
+            result.outcome = Outcome.AUTH_FAILED
+            result.error = "HTTP 401 Unauthorized: the API key is not in the server's authorized_ids"
+        else:
+            result.outcome = Outcome.CONNECT_FAILED
+            result.error = f"HTTP {exc.status_code} on the WebSocket upgrade"
+        return None
+    except (OSError, websocket.WebSocketException, ValueError) as exc:
+        result.outcome = Outcome.CONNECT_FAILED
+        result.error = _describe_connect_error(exc, url)
+        return None
+    fd = ws.sock.detach()
+    ws.sock = None
+    raw = _socket.socket(fileno=fd)
+    raw.setblocking(False)
+    return raw
+
+
+def _describe_connect_error(exc: Exception, url: str) -> str:
+    host = urlsplit(url).netloc
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {host} (is the server running?)"
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+        return f"connecting to {host} timed out"
+    text = str(exc) or type(exc).__name__
+    # websocket-client sometimes echoes the request URL; the query may hold the key.
+    return text.split("?")[0] if "?" in text else text
+
+
+def _fill_result(result: SessionResult, s: Stream, t_upgraded: float) -> None:
+    result.outcome = s.outcome or Outcome.DISCONNECTED
+    result.error = s.error
+    result.close_code = s.close_code
+    result.ended_at = time.time()
+    result.steps = s.steps
+    result.frames_sent = s.frames_sent
+    result.audio_s = s.frames_sent * P.FRAME_SECONDS
+    if s.t_ready is None:
+        return
+    result.ready_ms = (s.t_ready - t_upgraded) * 1000.0
+    sent = s.send_perf[: s.frames_sent]
+    complete = int(np.count_nonzero(sent))  # frames still queued in a full socket buffer have no send time yet
+    sent = sent[:complete]
+    if complete == 0:
+        return
+    t0 = sent[0]
+    result.send_times = sent + _EPOCH_OFFSET
+    result.send_lag_ms = ((sent - s.sched_perf[:complete]) * 1000.0).astype(np.float32)
+    if s.t_first_msg is not None:
+        result.first_response_ms = (s.t_first_msg - t0) * 1000.0
+    if s.t_first_word is not None:
+        result.first_word_ms = (s.t_first_word - t0) * 1000.0
+    if s.t_marker is not None:
+        result.finalize_ms = (s.t_marker - sent[-1]) * 1000.0
+    result.backlog_max_ms = s.backlog_max_ms
+
+    def sent_at(audio_time: float) -> float:
+        # The frame holding audio second x; timestamps past the audio sent (silence tail) map to the last frame.
+        i = min(max(int(audio_time / P.FRAME_SECONDS + 1e-6), 0), complete - 1)
+        return sent[i]
+
+    words = [WordTiming(text, start, (t - t0) * 1000.0, (t - sent_at(start)) * 1000.0) for text, start, t in s.words]
+    for idx, stop, t in s.end_words:
+        words[idx].stop_time = stop
+        words[idx].end_lag_ms = (t - sent_at(stop)) * 1000.0
+    result.words = words
+
+
+def worker_name() -> str:
+    return f"{os.uname().nodename}:{os.getpid()}"

@@ -1,0 +1,367 @@
+"""The per-process streaming engine: paces frames and parses replies for every open stream, in the gevent hub.
+
+One session greenlet per stream, each sleeping to its own frame deadlines and reading its own socket, costs two
+greenlet switches per frame and per message; at a thousand streams that is the generator's whole CPU. Here
+instead one periodic hub timer sends every frame that is due, for all streams, in one pass, and each socket's
+readability runs a plain callback that parses whatever arrived (no greenlet switch). Session greenlets only
+connect, wait for the outcome, and compute the result (yapbench.session).
+
+Frames are pre-built, masked WebSocket frames shared by every stream of a clip; a send is one non-blocking
+`send()` of bytes that already exist. Times come from `time.perf_counter()`, converted to epoch seconds once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Callable
+
+import gevent
+import gevent.event
+import numpy as np
+
+from . import protocol as P
+from . import wsframe
+from .metrics import Outcome
+
+TICK_S = 0.001  # pacing resolution: the hub wakes at most this often to send due frames
+
+
+@dataclass(frozen=True)
+class PreparedClip:
+    """A clip as the wire carries it: masked WebSocket frames, built once, shared by all streams."""
+
+    name: str
+    frames: tuple[bytes, ...]  # speech (and optional silence prefix) frames, in order
+    silence: bytes  # one masked frame of 1920 zeros, for the flush burst
+    audio_s: float
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+
+def prepare_clip(name: str, frames_pcm: np.ndarray) -> PreparedClip:
+    """frames_pcm: (n, 1920) float32, e.g. `Clip.frames()` (with any silence prefix already prepended)."""
+    wire = tuple(wsframe.client_frame(P.encode_audio(f)) for f in frames_pcm)
+    silence = wsframe.client_frame(P.encode_audio(np.zeros(P.FRAME_SAMPLES, dtype=np.float32)))
+    return PreparedClip(name, wire, silence, len(wire) * P.FRAME_SECONDS)
+
+
+class Phase(IntEnum):
+    AWAIT_READY = 0
+    STREAMING = 1
+    FLUSHING = 2  # speech sent, Marker and silence burst sent, waiting for the echo
+    DONE = 3
+
+
+MessageListener = Callable[["Stream", P.ServerMessage, float], None]
+
+
+class Stream:
+    """One connection after the upgrade: its pacing plan, its receive parser and everything it observed."""
+
+    def __init__(
+        self,
+        sock,
+        clip: PreparedClip,
+        speed: float,
+        marker_id: int,
+        flush_frames: int,
+        flush_timeout_s: float,
+        listener: MessageListener | None = None,
+    ) -> None:
+        self.sock = sock
+        self.clip = clip
+        self.period = P.FRAME_SECONDS / speed
+        self.marker_id = marker_id
+        self.flush_frames = flush_frames
+        self.flush_timeout_s = flush_timeout_s
+        self.listener = listener
+        self.phase = Phase.AWAIT_READY
+        self.reader = wsframe.FrameReader(expect_masked=False)
+        self.pending: deque[tuple[int, memoryview]] = deque()  # (frame index or -1, unsent bytes)
+        self.next_frame = 0
+        self.frames_sent = 0
+        self.t_start = 0.0  # perf time the first frame was scheduled for
+        self.send_perf = np.zeros(clip.n_frames)
+        self.sched_perf = np.zeros(clip.n_frames)
+        self.t_ready: float | None = None
+        self.t_first_msg: float | None = None
+        self.t_first_word: float | None = None
+        self.t_marker: float | None = None
+        self.steps = 0
+        self.backlog_max_ms: float | None = None
+        self.words: list[tuple[str, float, float]] = []  # (text, start_time, t_recv)
+        self.end_words: list[tuple[int, float, float]] = []  # (word index, stop_time, t_recv)
+        self.outcome: Outcome | None = None
+        self.error = ""
+        self.close_code: int | None = None
+        self.ready = gevent.event.Event()
+        self.done = gevent.event.Event()
+        self._read_watcher = None
+        self._write_watcher = None
+        self._flush_timer = None
+        self._streamer: Streamer | None = None
+
+    # -- sending ----------------------------------------------------------------------------------------------
+
+    def _write(self, index: int, data: bytes) -> None:
+        """Send now if nothing is queued, else queue; `index` >= 0 marks a speech frame whose send time counts."""
+        if self.pending:
+            self.pending.append((index, memoryview(data)))
+            return
+        try:
+            n = self.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self.finish(Outcome.DISCONNECTED, f"send failed: {exc}")
+            return
+        if n == len(data):
+            if index >= 0:
+                self.send_perf[index] = time.perf_counter()
+            return
+        self.pending.append((index, memoryview(data)[n:]))
+        self._streamer._watch_writable(self)
+
+    def on_writable(self) -> None:
+        try:
+            while self.pending:
+                index, view = self.pending[0]
+                n = self.sock.send(view)
+                if n < len(view):
+                    self.pending[0] = (index, view[n:])
+                    return
+                self.pending.popleft()
+                if index >= 0:
+                    self.send_perf[index] = time.perf_counter()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.finish(Outcome.DISCONNECTED, f"send failed: {exc}")
+            return
+        self._streamer._unwatch_writable(self)
+
+    def send_due(self, now: float) -> float | None:
+        """Send every speech frame whose deadline has passed; return the next deadline (None when all sent)."""
+        frames = self.clip.frames
+        while self.next_frame < len(frames) and self.phase == Phase.STREAMING:
+            deadline = self.t_start + self.next_frame * self.period
+            if deadline > now:
+                return deadline
+            i = self.next_frame
+            self.sched_perf[i] = deadline
+            self.next_frame += 1
+            self.frames_sent += 1
+            self._write(i, frames[i])
+        if self.phase == Phase.STREAMING:
+            self._start_flush()
+        return None
+
+    def _start_flush(self) -> None:
+        # PROTOCOL.md §3: the echo needs following audio (the server counts global steps), so a Marker is followed
+        # by a burst of silence frames longer than the model delay; the echo then marks the end of the transcript.
+        self.phase = Phase.FLUSHING
+        self._write(-1, wsframe.client_frame(P.encode_marker(self.marker_id)))
+        for _ in range(self.flush_frames):
+            self._write(-1, self.clip.silence)
+        self._flush_timer = self._streamer.loop.timer(self.flush_timeout_s)
+        self._flush_timer.start(self._on_flush_timeout)
+
+    def _on_flush_timeout(self) -> None:
+        self.finish(Outcome.FLUSH_TIMEOUT, f"no Marker echo within {self.flush_timeout_s:g} s of the last audio")
+
+    # -- receiving --------------------------------------------------------------------------------------------
+
+    def on_readable(self) -> None:
+        while self.phase != Phase.DONE:
+            try:
+                data = self.sock.recv(262144)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.finish(Outcome.DISCONNECTED, f"connection reset: {exc}")
+                return
+            if not data:
+                self.finish(Outcome.DISCONNECTED, "server closed the connection without a close frame")
+                return
+            now = time.perf_counter()
+            try:
+                frames = self.reader.feed(data)
+            except wsframe.FrameError as exc:
+                self.finish(Outcome.PROTOCOL_ERROR, f"invalid WebSocket frame: {exc}")
+                return
+            for frame in frames:
+                self._on_frame(frame, now)
+                if self.phase == Phase.DONE:
+                    return
+
+    def _on_frame(self, frame: wsframe.Frame, now: float) -> None:
+        op = frame.opcode
+        if op == wsframe.OP_BINARY:
+            try:
+                msg = P.decode_server_message(frame.payload)
+            except P.ProtocolError as exc:
+                self.finish(Outcome.PROTOCOL_ERROR, f"undecodable server message: {exc}")
+                return
+            self._on_message(msg, now)
+        elif op == wsframe.OP_PING:
+            self._write(-1, wsframe.client_frame(frame.payload, wsframe.OP_PONG))
+        elif op == wsframe.OP_CLOSE:
+            code, reason = wsframe.parse_close_payload(frame.payload)
+            self.close_code = code
+            detail = f"code {code}" if code is not None else "no status code"
+            self.finish(Outcome.DISCONNECTED, f"server closed the connection ({detail}{': ' + reason if reason else ''})")
+        elif op == wsframe.OP_TEXT:
+            self.finish(Outcome.PROTOCOL_ERROR, "server sent a text frame (the protocol is binary msgpack)")
+
+    def _on_message(self, msg: P.ServerMessage, now: float) -> None:
+        if self.listener is not None:
+            self.listener(self, msg, now)
+        if self.phase == Phase.AWAIT_READY:
+            if isinstance(msg, P.Ready):
+                self.t_ready = now
+                self.phase = Phase.STREAMING
+                self.t_start = now
+                self.ready.set()
+                self._streamer._schedule(self, now)
+            elif isinstance(msg, P.Error):
+                rejected = P.NO_FREE_CHANNELS in msg.message
+                self.finish(Outcome.REJECTED if rejected else Outcome.SERVER_ERROR, f"server: {msg.message}")
+            else:
+                self.finish(Outcome.PROTOCOL_ERROR, f"{type(msg).__name__} before Ready")
+            return
+        if self.t_first_msg is None and not isinstance(msg, P.Ready):
+            self.t_first_msg = now
+        if isinstance(msg, P.Step):
+            self.steps += 1
+            if self.phase == Phase.STREAMING:
+                backlog = (self.frames_sent - self.steps) * P.FRAME_SECONDS * 1000.0
+                if self.backlog_max_ms is None or backlog > self.backlog_max_ms:
+                    self.backlog_max_ms = backlog
+        elif isinstance(msg, P.Word):
+            if self.t_first_word is None:
+                self.t_first_word = now
+            self.words.append((msg.text, msg.start_time, now))
+        elif isinstance(msg, P.EndWord):
+            if self.words and (not self.end_words or self.end_words[-1][0] < len(self.words) - 1):
+                self.end_words.append((len(self.words) - 1, msg.stop_time, now))
+        elif isinstance(msg, P.Marker):
+            if msg.id == self.marker_id and self.phase == Phase.FLUSHING:
+                self.t_marker = now
+                self.finish(Outcome.OK)
+        elif isinstance(msg, P.Error):
+            self.finish(Outcome.SERVER_ERROR, f"server: {msg.message}")
+
+    # -- ending -----------------------------------------------------------------------------------------------
+
+    def finish(self, outcome: Outcome, error: str = "") -> None:
+        """Record the outcome once, release the socket, wake the session greenlet."""
+        if self.phase == Phase.DONE:
+            return
+        self.phase = Phase.DONE
+        self.outcome = outcome
+        self.error = error
+        if self._flush_timer is not None:
+            self._flush_timer.stop()
+            self._flush_timer.close()
+        if self._streamer is not None:
+            self._streamer._forget(self)
+        if outcome == Outcome.OK:
+            # A clean close (status 1000) lets the server release the slot at once; it is best-effort.
+            try:
+                self.sock.send(wsframe.client_frame(wsframe.close_payload(1000), wsframe.OP_CLOSE))
+            except OSError:
+                pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.ready.set()
+        self.done.set()
+
+
+class Streamer:
+    """Drives all streams of one gevent hub (one per process in practice: Locust runs a single hub)."""
+
+    _instances: dict[int, "Streamer"] = {}
+
+    @classmethod
+    def for_current_hub(cls) -> "Streamer":
+        hub = gevent.get_hub()
+        inst = cls._instances.get(id(hub))
+        if inst is None or inst.loop is not hub.loop:
+            inst = cls._instances[id(hub)] = cls(hub.loop)
+        return inst
+
+    def __init__(self, loop) -> None:
+        self.loop = loop
+        self._heap: list[tuple[float, int, Stream]] = []
+        self._seq = itertools.count()
+        self._tick = None
+        self.active = 0
+
+    def add(self, stream: Stream) -> None:
+        """Start receiving for a freshly upgraded connection (non-blocking socket)."""
+        stream._streamer = self
+        stream._read_watcher = self.loop.io(stream.sock.fileno(), 1)
+        stream._read_watcher.start(_guarded, stream, stream.on_readable)
+        self.active += 1
+
+    def _schedule(self, stream: Stream, at: float) -> None:
+        heapq.heappush(self._heap, (at, next(self._seq), stream))
+        if self._tick is None:
+            self._tick = self.loop.timer(TICK_S, TICK_S)
+            self._tick.start(self._on_tick)
+        self._on_tick()
+
+    def _on_tick(self) -> None:
+        heap = self._heap
+        now = time.perf_counter()
+        while heap and heap[0][0] <= now:
+            _, _, stream = heapq.heappop(heap)
+            if stream.phase != Phase.STREAMING:
+                continue
+            try:
+                nxt = stream.send_due(now)
+            except Exception as exc:  # a bug must end one stream, not the hub
+                stream.finish(Outcome.PROTOCOL_ERROR, f"internal error while sending: {exc!r}")
+                continue
+            if nxt is not None:
+                heapq.heappush(heap, (nxt, next(self._seq), stream))
+        if not heap and self._tick is not None:
+            self._tick.stop()
+            self._tick.close()
+            self._tick = None
+
+    def _watch_writable(self, stream: Stream) -> None:
+        if stream._write_watcher is None:
+            stream._write_watcher = self.loop.io(stream.sock.fileno(), 2)
+            stream._write_watcher.start(_guarded, stream, stream.on_writable)
+
+    def _unwatch_writable(self, stream: Stream) -> None:
+        if stream._write_watcher is not None:
+            stream._write_watcher.stop()
+            stream._write_watcher.close()
+            stream._write_watcher = None
+
+    def _forget(self, stream: Stream) -> None:
+        for attr in ("_read_watcher", "_write_watcher"):
+            w = getattr(stream, attr)
+            if w is not None:
+                w.stop()
+                w.close()
+                setattr(stream, attr, None)
+        self.active -= 1
+
+
+def _guarded(stream: Stream, callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception as exc:  # never let one stream's bug escape into the hub
+        stream.finish(Outcome.PROTOCOL_ERROR, f"internal error: {exc!r}")

@@ -1,0 +1,30 @@
+"""Human-readable lines for one session (client, warmup)."""
+
+from __future__ import annotations
+
+from .metrics import SessionResult, summarize
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f} ms"
+
+
+def session_summary_lines(r: SessionResult) -> list[str]:
+    lines = [f"outcome        {r.outcome}" + (f"  ({r.error})" if r.error else "")]
+    for label, value in (
+        ("connect", r.connect_ms),
+        ("ready", r.ready_ms),
+        ("first response", r.first_response_ms),
+        ("first word", r.first_word_ms),
+        ("finalize", r.finalize_ms),
+        ("backlog max", r.backlog_max_ms),
+    ):
+        lines.append(f"{label:<15}{_ms(value)}")
+    lag = summarize([w.lag_ms for w in r.words])
+    if lag:
+        lines.append(f"{'word lag':<15}p50 {lag['p50']:.1f} ms  p95 {lag['p95']:.1f} ms  max {lag['max']:.1f} ms"
+                     f"  ({len(r.words)} words)")
+    send = summarize(r.send_lag_ms)
+    if send:
+        lines.append(f"{'send lag':<15}p50 {send['p50']:.2f} ms  p99 {send['p99']:.2f} ms  ({r.frames_sent} frames)")
+    return lines
