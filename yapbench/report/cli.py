@@ -1,0 +1,29 @@
+"""`yapbench report RUN_DIR`: summary.json, report.html and PNGs from a run directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run directory (reports/<run-id>/)")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="write summary.json only (no plots, no HTML): the fast path")
+
+
+def main(args: argparse.Namespace) -> int:
+    from . import REPORT, build_report, summarize_run, write_summary
+    from .text import headline
+
+    if args.summary_only:
+        summary = summarize_run(args.run_dir)
+        path = write_summary(args.run_dir, summary)
+    else:
+        summary = build_report(args.run_dir)
+        path = args.run_dir / REPORT
+    print(headline(summary))
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,107 @@
+"""report.html: one static page, inline CSS, PNGs by relative path beside it (opens from disk, no network)."""
+
+from __future__ import annotations
+
+import html
+import time
+from importlib import resources
+from string import Template
+
+from .schema import TARGETS, TIME_METRICS
+
+PERCENTILE_COLUMNS = ("count", "p50", "p90", "p95", "p99", "max", "mean")
+TARGET_COLUMNS = (("sessions", "sessions"), ("ok", "outcomes.ok"), ("rejected", "outcomes.rejected"),
+                  ("error rate", "error_rate"), ("first word p50", "first_word.p50"),
+                  ("first word p95", "first_word.p95"), ("word lag p95", "word_lag.p95"), ("WER", "wer"))
+
+
+def render(summary: dict, images: dict[str, str | None], notes: list[str]) -> str:
+    run = summary["run"]
+    title = f"yapbench report: {run.get('run_id', '')}".rstrip(": ")
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["window"]["start"]))
+    parts = []
+    if summary.get("generator_overloaded"):
+        parts.append(f'<div class="warning">Generator send lag p99 is {summary["send_lag"]["p99"]:.1f} ms (&gt; 10 ms): '
+                     "this run measured the generator, not the server. Use more generator processes or hosts, "
+                     "or fewer users per process.</div>")
+    parts += [f'<div class="note">{_e(n)}</div>' for n in notes]
+    parts.append("<h2>What was run</h2>" + _table(None, _run_rows(summary, started)))
+    parts.append('<h2>Outcomes and key percentiles</h2><div class="grid">'
+                 + _table(("outcome", "sessions", "share"), _outcome_rows(summary))
+                 + _table(("metric (ms)", *PERCENTILE_COLUMNS), _percentile_rows(summary)) + "</div>")
+    if TARGETS in summary:
+        rows = [(t, *(_fmt(_get(sub, path)) for _, path in TARGET_COLUMNS)) for t, sub in summary[TARGETS].items()]
+        parts.append("<h2>Per target</h2>" + _table(("target", *(c for c, _ in TARGET_COLUMNS)), rows))
+    parts.append("<h2>Word error rate</h2>" + _wer_html(summary))
+    for heading, key in (("Latency distributions", "latency_cdf"), ("Over time", "timeseries"),
+                         ("GPU", "gpu"), ("Load against latency", "load_latency"), ("Outcomes", "outcomes"),
+                         ("WER per sample", "wer")):
+        if images.get(key):
+            parts.append(f'<h2>{heading}</h2><img src="{_e(images[key])}" alt="{_e(heading)}">')
+    template = Template(resources.files(__package__).joinpath("template.html").read_text(encoding="utf-8"))
+    return template.substitute(title=_e(title), subtitle=_e(f"started {started}, built by yapbench report"),
+                               body="\n".join(parts))
+
+
+def _run_rows(summary: dict, started: str) -> list[tuple]:
+    run = summary["run"]
+    samples = run.get("samples") or []
+    return [
+        ("target(s)", ", ".join(run.get("targets") or []) or "?"),
+        ("samples", f"{len(samples)}: " + ", ".join(samples)),
+        ("users", run.get("users", "?")),
+        ("spawn rate", run.get("spawn_rate", "?")),
+        ("speed", run.get("speed", "?")),
+        ("shape", run.get("shape", "")),
+        ("started", started),
+        ("duration", f"{summary['duration_s']:.1f} s"),
+        ("sessions", summary["sessions"]),
+        ("command", run.get("command", "")),
+    ]
+
+
+def _outcome_rows(summary: dict) -> list[tuple]:
+    n = summary["sessions"] or 1
+    rows = [(o, c, f"{100 * c / n:.1f}%") for o, c in summary["outcomes"].items() if c]
+    rows += [(name, "", _fmt(summary[name], pct=True)) for name in ("ok_rate", "rejection_rate", "error_rate")]
+    return rows
+
+
+def _percentile_rows(summary: dict) -> list[tuple]:
+    return [(m, *(_fmt(summary[m].get(c)) for c in PERCENTILE_COLUMNS)) for m in TIME_METRICS
+            if summary.get(m, {}).get("count")]
+
+
+def _wer_html(summary: dict) -> str:
+    by_sample = summary["wer_by_sample"]
+    if summary["wer"] is None:
+        return "<p>No session could be scored (no ok session of a sample with a reference transcript).</p>"
+    rows = [(name, s["sessions"], s["ref_words"], s["errors"], _fmt(s["wer"])) for name, s in by_sample.items()]
+    return (f"<p>Overall WER <b>{summary['wer']:.4f}</b> (total errors / total reference words over ok sessions; "
+            "lowercase, punctuation removed, see docs/report.md).</p>"
+            + _table(("sample", "sessions", "reference words", "errors", "WER"), rows))
+
+
+def _table(header: tuple | None, rows: list[tuple]) -> str:
+    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def _get(summary: dict, path: str) -> object:
+    node: object = summary
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _fmt(v: object, pct: bool = False) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{100 * v:.2f}%" if pct else f"{v:,.4g}" if abs(v) < 1 else f"{v:,.1f}"
+    return str(v)
+
+
+def _e(v: object) -> str:
+    return html.escape(str(v))

@@ -1,0 +1,164 @@
+"""The report's PNGs (matplotlib, Agg, no pyplot state). Each function writes one file and returns its name,
+or None when the run has nothing to draw; plotted series are downsampled so a million points cost no more
+than a thousand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .load import RunData
+from .schema import SESSION_METRICS, WORD_METRICS
+from .timeseries import TimeSeries, active_at
+
+CDF_POINTS = 2000
+SCATTER_POINTS = 5000
+DPI = 90
+
+
+def _save(fig: Figure, out_dir: Path, name: str) -> str:
+    fig.savefig(out_dir / name, dpi=DPI)
+    return name
+
+
+def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """At most CDF_POINTS points of the empirical CDF, always including the min and the max."""
+    v = np.sort(values[~np.isnan(values)])
+    idx = np.unique(np.linspace(0, v.size - 1, min(v.size, CDF_POINTS)).astype(np.int64))
+    return v[idx], (idx + 1) / v.size
+
+
+def latency_values(run: RunData) -> dict[str, dict[str, np.ndarray]]:
+    """metric -> label (target, or "all") -> raw values of served sessions."""
+    served = run.sessions[run.sessions["served"]]
+    fleet = len(run.targets) > 1
+    targets = run.sessions["target"].to_numpy()
+    word_targets = targets[run.words["srow"].to_numpy()]
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key, col in {**SESSION_METRICS, **WORD_METRICS}.items():
+        frame, tgt = (served, served["target"].to_numpy()) if key in SESSION_METRICS else (run.words, word_targets)
+        values = frame[col].to_numpy(dtype=np.float64)
+        groups = {t: values[tgt == t] for t in run.targets} if fleet else {"all": values}
+        groups = {k: v[~np.isnan(v)] for k, v in groups.items()}
+        if any(v.size for v in groups.values()):
+            out[key] = groups
+    if run.send_lag.size:
+        out["send_lag"] = {"all (generator)": run.send_lag["lag_ms"].astype(np.float64)}
+    return out
+
+
+def latency_cdfs(values: dict[str, dict[str, np.ndarray]], out_dir: Path) -> str | None:
+    if not values:
+        return None
+    cols = 3
+    rows = -(-len(values) // cols)
+    fig = Figure(figsize=(13, 3.4 * rows), layout="constrained")
+    for ax, (metric, groups) in zip(fig.subplots(rows, cols, squeeze=False).flat, values.items()):
+        hi = 0.0
+        for label, v in groups.items():
+            if v.size:
+                x, y = _cdf(v)
+                ax.plot(x, y, label=f"{label} (n={v.size:,})", drawstyle="steps-post")
+                hi = max(hi, float(np.percentile(v, 99.9)))
+        # The x range stops at p99.9: one stray second-long value would otherwise flatten every curve.
+        ax.set_xlim(left=min(0.0, ax.get_xlim()[0]), right=hi * 1.05 if hi > 0 else None)
+        ax.set_title(f"{metric} (ms)")
+        ax.set_ylabel("fraction ≤ x")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in fig.axes[len(values):]:
+        ax.set_visible(False)
+    return _save(fig, out_dir, "latency_cdf.png")
+
+
+def timeseries(ts: TimeSeries, out_dir: Path) -> str:
+    panels: list[tuple[str, pd.DataFrame | pd.Series]] = [
+        ("active streams", ts.active),
+        ("first word (ms) by session start", ts.first_word),
+        ("word lag (ms) by arrival", ts.word_lag),
+        ("backlog max (ms) by session end", ts.backlog),
+        ("rejections / s", ts.rejections.rename("rejected")),
+        ("generator send lag (ms)", ts.send_lag),
+    ]
+    fig = Figure(figsize=(13, 2.3 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True)
+    for ax, (title, data) in zip(axes, panels):
+        frame = data.to_frame() if isinstance(data, pd.Series) else data
+        for col in frame.columns:
+            series = frame[col].dropna()  # polled series (server slots) have gaps between polls
+            ax.plot(series.index, series.to_numpy(), label=col, drawstyle="steps-post", linewidth=1)
+        if frame.empty:
+            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="gray")
+        else:
+            ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel(f"seconds since start (bins of {ts.bin_s:g} s)")
+    return _save(fig, out_dir, "timeseries.png")
+
+
+def gpu(ts: TimeSeries, out_dir: Path) -> str | None:
+    if ts.gpu is None:
+        return None
+    fields = [("util_pct", "GPU utilisation (%)"), ("mem_used_mib", "GPU memory used (MiB)"),
+              ("power_w", "GPU power (W)")]
+    fig = Figure(figsize=(13, 2.3 * len(fields)), layout="constrained")
+    axes = fig.subplots(len(fields), 1, sharex=True)
+    for ax, (col, title) in zip(axes, fields):
+        for idx, g in ts.gpu.groupby("gpu"):
+            ax.plot(g["t"], g[col], label=f"gpu {idx}", linewidth=1)
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[-1].set_xlabel("seconds since start")
+    return _save(fig, out_dir, "gpu.png")
+
+
+def load_vs_latency(run: RunData, out_dir: Path) -> str | None:
+    """First-word latency of each session against the number of streams open when it started."""
+    served = run.sessions[run.sessions["served"] & run.sessions["first_word_ms"].notna()]
+    if served.empty:
+        return None
+    load = active_at(run.sessions[run.sessions["served"]], served["started_at"].to_numpy())
+    latency = served["first_word_ms"].to_numpy()
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    ax = fig.subplots()
+    pick = np.random.default_rng(0).permutation(load.size)[:SCATTER_POINTS]
+    ax.scatter(load[pick], latency[pick], s=4, alpha=0.3, label=f"sessions ({pick.size:,} of {load.size:,})")
+    by_load = pd.Series(latency).groupby(load).quantile([0.5, 0.95]).unstack()
+    ax.plot(by_load.index, by_load[0.5], color="C1", label="p50")
+    ax.plot(by_load.index, by_load[0.95], color="C3", label="p95")
+    ax.set_xlabel("active streams at session start")
+    ax.set_ylabel("first word (ms)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, "load_latency.png")
+
+
+def outcomes(counts: dict[str, int], out_dir: Path) -> str:
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    ax = fig.subplots()
+    names = list(counts)
+    bars = ax.bar(names, [counts[n] for n in names],
+                  color=["C2" if n == "ok" else "C1" if n == "rejected" else "C3" for n in names])
+    ax.bar_label(bars, fontsize=8)
+    ax.set_ylabel("sessions")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    return _save(fig, out_dir, "outcomes.png")
+
+
+def wer_by_sample(by_sample: dict[str, dict], out_dir: Path) -> str | None:
+    if not by_sample:
+        return None
+    names = sorted(by_sample)
+    fig = Figure(figsize=(9, max(2.5, 0.35 * len(names) + 1)), layout="constrained")
+    ax = fig.subplots()
+    bars = ax.barh(names, [by_sample[n]["wer"] or 0.0 for n in names])
+    ax.bar_label(bars, labels=[f"{by_sample[n]['wer']:.3f}" for n in names], fontsize=8)
+    ax.set_xlabel("WER (corpus level per sample)")
+    ax.tick_params(axis="y", labelsize=8)
+    ax.invert_yaxis()
+    return _save(fig, out_dir, "wer.png")

@@ -1,0 +1,45 @@
+"""The shape of summary.json: which names exist, so conditions can be checked before any load runs.
+
+Kept free of heavy imports: the condition language (yapbench.slo) and the gates read it at parse time.
+docs/report.md is the reference for users.
+"""
+
+from __future__ import annotations
+
+from ..metrics import Outcome
+
+SCHEMA_VERSION = 1
+
+# Summary key -> sessions.jsonl column. Served sessions only (metrics.NOT_SERVED stay out).
+SESSION_METRICS: dict[str, str] = {
+    "connect": "connect_ms",
+    "ready": "ready_ms",
+    "first_response": "first_response_ms",
+    "first_word": "first_word_ms",
+    "finalize": "finalize_ms",
+    "backlog_max": "backlog_max_ms",
+}
+# Summary key -> words.csv column: one value per Word (per EndWord for end_lag).
+WORD_METRICS: dict[str, str] = {"word_lag": "lag_ms", "end_lag": "end_lag_ms"}
+SEND_LAG_METRIC = "send_lag"  # from send_lag.bin: one value per speech frame sent
+WER_SESSIONS_METRIC = "wer_sessions"  # distribution of per-session WER (a fraction, not milliseconds)
+
+TIME_METRICS = (*SESSION_METRICS, *WORD_METRICS, SEND_LAG_METRIC)  # values in milliseconds
+DISTRIBUTIONS = (*TIME_METRICS, WER_SESSIONS_METRIC)
+STATS = ("count", "min", "mean", "max", "p50", "p90", "p95", "p99")
+
+# Fractions in [0, 1]: a condition may write them as percentages ("rejection_rate<=1%").
+RATES = ("rejection_rate", "error_rate", "ok_rate", "wer")
+THROUGHPUT = ("sessions_per_s", "ok_sessions_per_s", "audio_s_per_s", "words_per_s")
+SCALARS = ("sessions", "duration_s")
+OUTCOMES = tuple(str(o) for o in Outcome)
+GPU_FIELDS = ("util_pct", "mem_used_mib", "power_w")
+
+# Names a condition may use for a summary key: the sessions.jsonl spelling with `_ms`, and the shorter `backlog`.
+ALIASES: dict[str, str] = {f"{k}_ms": k for k in TIME_METRICS}
+ALIASES.update({"backlog": "backlog_max", "backlog_ms": "backlog_max", "send_lag_ms": SEND_LAG_METRIC})
+
+# Per-target sub-summaries (fleet runs) and per-sample WER are keyed by free-form names (URLs, file names).
+TARGETS = "targets"
+WER_BY_SAMPLE = "wer_by_sample"
+WER_SAMPLE_FIELDS = ("wer", "sessions", "ref_words", "errors")

@@ -1,0 +1,117 @@
+"""summary.json: exact percentiles, counts and rates of one run (or one time window of it).
+
+Every number comes from the raw records (metrics.summarize: numpy order statistics), never from buckets.
+The layout is flat enough that a dotted path names any number: `first_word.p95`, `rejection_rate`,
+`outcomes.ok`, `targets.<url>.word_lag.p99` (schema.py lists the names; docs/report.md documents them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..metrics import summarize
+from . import wer
+from .load import RunData
+from .schema import (GPU_FIELDS, OUTCOMES, SCHEMA_VERSION, SEND_LAG_METRIC, SESSION_METRICS, TARGETS,
+                     WER_BY_SAMPLE, WER_SESSIONS_METRIC, WORD_METRICS)
+
+SEND_LAG_LIMIT_MS = 10.0  # above this p99 the generator, not the server, set the pace (docs/metrics.md)
+RUN_KEYS = ("run_id", "target", "targets", "users", "spawn_rate", "speed", "shape", "started_at", "ended_at",
+            "command", "generator_host", "yapbench_version")
+
+
+def summarize_data(run: RunData) -> dict:
+    sessions = run.sessions.join(wer.score_sessions(run.sessions, wer.references(run.meta)))
+    words = run.words[run.sessions["served"].to_numpy()[run.words["srow"].to_numpy()]] if len(run.words) \
+        else run.words
+    summary: dict = {
+        "schema": SCHEMA_VERSION,
+        "run": _run_info(run),
+        "window": {"start": run.start, "end": run.end},
+    }
+    summary.update(_section(sessions, words, run.duration_s))
+    summary[SEND_LAG_METRIC] = stats(run.send_lag["lag_ms"])
+    p99 = summary[SEND_LAG_METRIC].get("p99")
+    summary["generator_overloaded"] = p99 is not None and p99 > SEND_LAG_LIMIT_MS
+    if len(run.targets) > 1:
+        codes, names = pd.factorize(sessions["target"])
+        word_codes = codes[words["srow"].to_numpy()]
+        summary[TARGETS] = {
+            name: _section(sessions[codes == i], words[word_codes == i], run.duration_s)
+            for i, name in enumerate(names)
+        }
+    if run.gpu is not None:
+        summary["gpu"] = {"gpus": int(run.gpu["gpu"].nunique()),
+                          **{f: stats(run.gpu[f].to_numpy(dtype=np.float64)) for f in GPU_FIELDS}}
+    summary["notes"] = run.notes + _wer_notes(sessions, run.meta)
+    return summary
+
+
+def stats(values: pd.Series | np.ndarray) -> dict:
+    """metrics.summarize with an integer count; {"count": 0} when nothing was observed."""
+    arr = values.to_numpy(dtype=np.float64) if isinstance(values, pd.Series) else np.asarray(values, np.float64)
+    out = summarize(arr)
+    out["count"] = int(out.get("count", 0))
+    return out
+
+
+def _section(sessions: pd.DataFrame, words: pd.DataFrame, duration_s: float) -> dict:
+    """Counts, rates, latency distributions, WER and throughput of a set of sessions and their words."""
+    n = len(sessions)
+    counts = sessions["outcome"].value_counts()
+    outcomes = {o: int(counts.get(o, 0)) for o in OUTCOMES}
+    outcomes.update({str(k): int(v) for k, v in counts.items() if k not in outcomes})  # from a newer writer
+    served = sessions[sessions["served"]]
+    out: dict = {
+        "sessions": n,
+        "duration_s": duration_s,
+        "outcomes": outcomes,
+        "ok_rate": _ratio(outcomes["ok"], n),
+        "rejection_rate": _ratio(outcomes["rejected"], n),
+        "error_rate": _ratio(n - outcomes["ok"] - outcomes["rejected"], n),
+    }
+    for key, col in SESSION_METRICS.items():
+        out[key] = stats(served[col])
+    for key, col in WORD_METRICS.items():
+        out[key] = stats(words[col])
+    scored = sessions[sessions["wer_ref_words"] > 0]
+    out["wer"] = _ratio(scored["wer_errors"].sum(), scored["wer_ref_words"].sum())
+    out[WER_SESSIONS_METRIC] = stats(scored["wer_errors"] / scored["wer_ref_words"])
+    by_sample = scored.groupby("sample")[["wer_errors", "wer_ref_words"]].agg(["sum", "count"])
+    out[WER_BY_SAMPLE] = {
+        str(name): {
+            "wer": _ratio(row[("wer_errors", "sum")], row[("wer_ref_words", "sum")]),
+            "sessions": int(row[("wer_errors", "count")]),
+            "ref_words": int(row[("wer_ref_words", "sum")]),
+            "errors": int(row[("wer_errors", "sum")]),
+        }
+        for name, row in by_sample.iterrows()
+    }
+    out["throughput"] = {
+        "sessions_per_s": _ratio(n, duration_s),
+        "ok_sessions_per_s": _ratio(outcomes["ok"], duration_s),
+        "audio_s_per_s": _ratio(float(sessions["audio_s"].sum()), duration_s),
+        "words_per_s": _ratio(len(words), duration_s),
+    }
+    return out
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num) / float(den) if den else None
+
+
+def _run_info(run: RunData) -> dict:
+    info = {k: run.meta[k] for k in RUN_KEYS if k in run.meta}
+    info["targets"] = run.meta.get("targets") or ([run.meta["target"]] if run.meta.get("target") else run.targets)
+    info["samples"] = sorted(run.meta.get("samples") or run.sessions["sample"].dropna().unique().tolist())
+    return info
+
+
+def _wer_notes(sessions: pd.DataFrame, meta: dict) -> list[str]:
+    refs = wer.references(meta)
+    missing = sorted(set(sessions.loc[sessions["outcome"] == "ok", "sample"].dropna()) - set(refs))
+    if not missing:
+        return []
+    return [f"WER skipped for {len(missing)} sample(s) without a reference transcript in run.json: "
+            + ", ".join(missing)]

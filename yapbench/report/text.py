@@ -1,0 +1,26 @@
+"""The summary as a few plain-text lines, for terminals and CI logs (`yapbench report`, `yapbench run`)."""
+
+from __future__ import annotations
+
+HEADLINE_METRICS = ("first_word", "word_lag", "finalize", "backlog_max", "send_lag")
+
+
+def headline(summary: dict) -> str:
+    outcomes = ", ".join(f"{o} {c}" for o, c in summary["outcomes"].items() if c) or "none"
+    lines = [
+        f"sessions {summary['sessions']} in {summary['duration_s']:.1f} s: {outcomes}",
+        f"rejection rate {_pct(summary['rejection_rate'])}, error rate {_pct(summary['error_rate'])}, "
+        f"WER {'n/a' if summary['wer'] is None else format(summary['wer'], '.4f')}",
+        f"{'metric (ms)':<14}{'count':>10}{'p50':>10}{'p95':>10}{'p99':>10}{'max':>10}",
+    ]
+    for m in HEADLINE_METRICS:
+        s = summary.get(m) or {}
+        if s.get("count"):
+            lines.append(f"{m:<14}{s['count']:>10}" + "".join(f"{s[k]:>10.1f}" for k in ("p50", "p95", "p99", "max")))
+    if summary.get("generator_overloaded"):
+        lines.append("WARNING: generator send lag p99 > 10 ms: this run measured the generator, not the server")
+    return "\n".join(lines)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
