@@ -1,0 +1,191 @@
+"""GPU step time of the torch engine (Kyutai STT 1B, random weights) per batch size, and the real-time capacity.
+
+    python benchmarks/gpu_step.py [--out DIR] [--batch-sizes 1,8,...] [--modes eager,graph]
+
+Runs from the repository root without installing yapbench (needs torch, numpy, and nvidia-ml-py for telemetry).
+For each mode (eager PyTorch; the same step captured once as a CUDA graph and replayed) and batch size: build the
+engine in bf16, mark every slot active, warm up, then time whole `TorchEngine.step` calls (host-to-device copy of
+the frames, the step, the read-back of tokens: what moshi-server's asr_model_step_duration measures) for at least
+`--min-steps` steps and `--min-seconds` seconds; median and p90 step time, peak GPU memory, and the mean NVML
+utilisation over the timed window. A batch keeps real time while its step takes under 80 ms (one frame of audio
+per slot per step). Writes DIR/gpu_step.json and DIR/gpu.csv (NVML samples of the whole run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
+
+from yapbench.gpu import GPU_CSV, NVIDIA_SMI_QUERY, GpuSampler, parse_nvidia_smi_line  # noqa: E402
+from yapbench.server.engines.torch_engine import FRAME_SAMPLES, TorchEngine  # noqa: E402
+
+FRAME_MS = 80.0
+MARGIN_MS = 60.0  # a step under 60 ms leaves room for the host side of a real server (sockets, msgpack)
+DEFAULT_BATCHES = "1,8,16,32,64,128,256,400,512,640"
+
+
+@dataclass(frozen=True, slots=True)
+class StepTiming:
+    mode: str
+    batch_size: int
+    steps: int
+    median_ms: float | None
+    p90_ms: float | None
+    peak_mem_gib: float | None
+    mean_util_pct: float | None
+    t_start: float
+    t_end: float
+    error: str | None = None
+
+    @property
+    def realtime_x(self) -> float | None:
+        return None if self.median_ms is None else FRAME_MS / self.median_ms
+
+
+def environment() -> dict[str, str]:
+    smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": str(torch.version.cuda),
+        "device": torch.cuda.get_device_name(0),
+        "nvidia_smi": smi,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+def speech_like_frames(batch_size: int, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    # Never zeros (METHOD.md: zeros can run faster than real data); noise at speech level, a few distinct frames.
+    return [(0.1 * rng.standard_normal((batch_size, FRAME_SAMPLES))).astype(np.float32) for _ in range(count)]
+
+
+def time_steps(engine: TorchEngine, frames: list[np.ndarray], warmup: int, min_steps: int, min_s: float) -> list[float]:
+    active = np.ones(engine.batch_size, dtype=bool)
+    for i in range(warmup):
+        engine.step(frames[i % len(frames)], active)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_steps or time.perf_counter() - start < min_s:
+        t0 = time.perf_counter()
+        engine.step(frames[len(times) % len(frames)], active)  # returns after the read-back: a synchronised step
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def mean_util(gpu_csv: Path, t0: float, t1: float) -> float | None:
+    if not gpu_csv.exists():
+        return None
+    with gpu_csv.open(newline="") as f:
+        utils = [float(r["util_pct"]) for r in csv.DictReader(f) if r["gpu"] == "0" and r["util_pct"] and t0 <= float(r["t"]) <= t1]
+    return round(statistics.fmean(utils), 1) if utils else None
+
+
+def measure(mode: str, batch_size: int, args: argparse.Namespace, gpu_csv: Path) -> StepTiming:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    t_start = time.time()
+    engine: TorchEngine | None = None
+    try:
+        engine = TorchEngine(batch_size, device="cuda", cuda_graph=mode == "graph")
+        frames = speech_like_frames(batch_size, 8, np.random.default_rng(batch_size))
+        t_window = time.time()
+        times = time_steps(engine, frames, args.warmup, args.min_steps, args.min_seconds)
+    except Exception as exc:  # OOM at the large sizes, a failed capture: record it and go on to the next size
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
+        return StepTiming(mode, batch_size, 0, None, None, None, None, t_start, time.time(), error)
+    finally:
+        del engine
+        torch.cuda.synchronize()
+    t_end = time.time()
+    times.sort()
+    return StepTiming(
+        mode=mode,
+        batch_size=batch_size,
+        steps=len(times),
+        median_ms=round(statistics.median(times), 3),
+        p90_ms=round(times[int(0.9 * (len(times) - 1))], 3),
+        peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        mean_util_pct=mean_util(gpu_csv, t_window, t_end),
+        t_start=t_start,
+        t_end=t_end,
+    )
+
+
+def capacity(rows: list[StepTiming], limit_ms: float) -> int:
+    ok = [r.batch_size for r in rows if r.median_ms is not None and r.p90_ms is not None and r.p90_ms < limit_ms]
+    return max(ok, default=0)
+
+
+def table(rows: list[StepTiming]) -> str:
+    lines = ["| mode | batch | steps | median ms | p90 ms | x real time | peak GiB | GPU util % |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.error:
+            lines.append(f"| {r.mode} | {r.batch_size} | - | {r.error} | | | | |")
+            continue
+        lines.append(
+            f"| {r.mode} | {r.batch_size} | {r.steps} | {r.median_ms:.2f} | {r.p90_ms:.2f} | {r.realtime_x:.1f} |"
+            f" {r.peak_mem_gib:.1f} | {'' if r.mean_util_pct is None else r.mean_util_pct} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.environ.get("OUT") or "reports/gpu_step")
+    parser.add_argument("--batch-sizes", default=DEFAULT_BATCHES)
+    parser.add_argument("--modes", default="eager,graph")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--min-steps", type=int, default=50)
+    parser.add_argument("--min-seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("gpu_step: no CUDA device; this benchmark times the GPU step only", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    print(json.dumps(env, indent=1), flush=True)
+    # The remote sampler's parser against this card's real nvidia-smi output.
+    smi = subprocess.run(NVIDIA_SMI_QUERY.split(), capture_output=True, text=True).stdout
+    print("nvidia-smi query:", smi.strip(), "->", [parse_nvidia_smi_line(line, time.time()) for line in smi.splitlines()])
+    sampler = GpuSampler(out).start()
+    print("NVML sampler:", sampler.note or "sampling", flush=True)
+    rows: list[StepTiming] = []
+    try:
+        for mode in args.modes.split(","):
+            for b in (int(x) for x in args.batch_sizes.split(",")):
+                rows.append(measure(mode, b, args, out / GPU_CSV))
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
+    finally:
+        sampler.stop()
+    summary = {
+        mode: {
+            "realtime_max_batch_80ms": capacity([r for r in rows if r.mode == mode], FRAME_MS),
+            "realtime_max_batch_60ms": capacity([r for r in rows if r.mode == mode], MARGIN_MS),
+        }
+        for mode in args.modes.split(",")
+    }
+    (out / "gpu_step.json").write_text(
+        json.dumps({"environment": env, "rows": [asdict(r) for r in rows], "capacity": summary, "gpu_csv_rows": sampler.rows}, indent=1)
+    )
+    print(table(rows))
+    print("capacity (largest tested batch with p90 step under 80 ms / 60 ms):", json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

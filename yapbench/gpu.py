@@ -1,0 +1,299 @@
+"""GPU telemetry during a run: one row per GPU per second into RUN_DIR/gpu.csv.
+
+Two samplers write the same file (columns `GPU_COLUMNS`, t in epoch seconds, one flush per row so a killed run
+keeps what was sampled):
+
+- `GpuSampler`: this host, through NVML (pynvml, from nvidia-ml-py). NVML calls are blocking C calls, so sampling
+  runs in a real OS thread, taken from gevent's originals when the load generator has monkey-patched `threading`:
+  a greenlet would both stall the event loop for the call's duration and be starved by a busy loop.
+- `RemoteGpuSampler`: the server's host, over an invoke/fabric connection: streams `nvidia-smi --query-gpu ...
+  -lms` and parses each line. That is I/O only, so it runs fine on whatever threads the connection library uses
+  (greenlets under gevent).
+
+No NVML, no GPU, no nvidia-smi: the sampler's `note` says why in one line and nothing is written; nothing raises.
+`gpu_note(run_dir)` gives the report its one line when gpu.csv is missing or empty.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import threading
+import time
+import uuid
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+GPU_CSV = "gpu.csv"
+GPU_COLUMNS = ("t", "gpu", "name", "util_pct", "mem_used_mib", "mem_total_mib", "power_w", "temp_c", "sm_clock_mhz")
+NVIDIA_SMI_QUERY = (
+    "nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total,power.draw,temperature.gpu,clocks.sm"
+    " --format=csv,noheader,nounits"
+)
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSample:
+    t: float
+    gpu: int
+    name: str
+    util_pct: float | None  # None where the driver reports "[N/A]" (some fields are unsupported on some cards)
+    mem_used_mib: float | None
+    mem_total_mib: float | None
+    power_w: float | None
+    temp_c: float | None
+    sm_clock_mhz: float | None
+
+
+def _real_thread_primitives() -> tuple[type, type]:
+    """threading.Thread and Event as the OS provides them, also after gevent's monkey-patching."""
+    if "gevent" in sys.modules:  # no gevent imported means nothing can have been patched
+        from gevent import monkey
+
+        return monkey.get_original("threading", "Thread"), monkey.get_original("threading", "Event")
+    return threading.Thread, threading.Event
+
+
+class _CsvSink:
+    """Appends samples to RUN_DIR/gpu.csv, header first; opened on the first sample so a GPU-less run leaves no file."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / GPU_CSV
+        self.rows = 0
+        self._file: TextIO | None = None
+        self._writer: Any = None
+
+    def write(self, sample: GpuSample) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.exists() or self.path.stat().st_size == 0
+            self._file = self.path.open("a", newline="")
+            self._writer = csv.writer(self._file)
+            if new:
+                self._writer.writerow(GPU_COLUMNS)
+        self._writer.writerow(["" if v is None else v for v in astuple(sample)])
+        self._file.flush()
+        self.rows += 1
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+# --- this host: NVML -----------------------------------------------------------------------------------------------
+
+
+def _nvml_read(fn: Callable[[], Any]) -> Any:
+    """One NVML field, or None where this GPU does not support it (NVMLError_NotSupported and friends)."""
+    import pynvml
+
+    try:
+        return fn()
+    except pynvml.NVMLError:
+        return None
+
+
+def _nvml_sample(handle: Any, index: int, name: str, t: float) -> GpuSample:
+    import pynvml
+
+    util = _nvml_read(lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+    mem = _nvml_read(lambda: pynvml.nvmlDeviceGetMemoryInfo(handle))
+    power_mw = _nvml_read(lambda: pynvml.nvmlDeviceGetPowerUsage(handle))
+    temp = _nvml_read(lambda: pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU))
+    clock = _nvml_read(lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM))
+    return GpuSample(
+        t=round(t, 3),
+        gpu=index,
+        name=name,
+        util_pct=util,
+        mem_used_mib=None if mem is None else round(mem.used / MIB, 1),
+        mem_total_mib=None if mem is None else round(mem.total / MIB, 1),
+        power_w=None if power_mw is None else round(power_mw / 1000.0, 1),
+        temp_c=temp,
+        sm_clock_mhz=clock,
+    )
+
+
+class GpuSampler:
+    """Samples every local GPU through NVML each `interval_s` in a background OS thread, until `stop()`."""
+
+    def __init__(self, run_dir: str | Path, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self.note: str | None = None  # why nothing is sampled, when that is so
+        self._sink = _CsvSink(run_dir)
+        self._handles: list[tuple[int, str, Any]] = []
+        thread_cls, event_cls = _real_thread_primitives()
+        self._stop = event_cls()
+        self._thread = thread_cls(target=self._loop, name="yapbench-gpu", daemon=True)
+
+    @property
+    def rows(self) -> int:
+        return self._sink.rows
+
+    def start(self) -> GpuSampler:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            count = pynvml.nvmlDeviceGetCount()
+            for i in range(count):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+                name = pynvml.nvmlDeviceGetName(handle)  # bytes from older nvidia-ml-py releases
+                self._handles.append((i, name.decode() if isinstance(name, bytes) else name, handle))
+        except Exception as exc:  # ImportError, NVMLError_LibraryNotFound, _DriverNotLoaded, ...: all mean "no GPU"
+            self.note = f"no GPU telemetry: NVML unavailable ({type(exc).__name__}: {exc})".strip()
+            return self
+        if not self._handles:
+            self.note = "no GPU telemetry: NVML sees no GPU"
+            self._shutdown_nvml()
+            return self
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            now = time.time()
+            for index, name, handle in self._handles:
+                self._sink.write(_nvml_sample(handle, index, name, now))
+            # Fixed cadence, not sleep(interval) after the work: samples stay one interval apart.
+            next_t += self.interval_s
+            self._stop.wait(max(0.0, next_t - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5 * self.interval_s + 5)
+        if self._handles:
+            self._shutdown_nvml()
+        self._sink.close()
+
+    @staticmethod
+    def _shutdown_nvml() -> None:
+        import pynvml
+
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass  # already shut down: nothing left to release
+
+
+# --- the server's host: nvidia-smi over a connection ---------------------------------------------------------------
+
+
+def _number(field: str) -> float | None:
+    """An nvidia-smi numeric field; "[N/A]", "[Not Supported]", "N/A" and blanks are None."""
+    try:
+        value = float(field.strip())
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
+
+
+def parse_nvidia_smi_line(line: str, t: float) -> GpuSample | None:
+    """One line of NVIDIA_SMI_QUERY output as a sample, or None when it is not one (headers, errors, blanks)."""
+    fields = [f.strip() for f in line.split(",")]
+    if len(fields) != 8:
+        return None
+    index = _number(fields[0])
+    if index is None:
+        return None
+    util, used, total, power, temp, clock = (_number(f) for f in fields[2:])
+    return GpuSample(round(t, 3), int(index), fields[1], util, used, total, power, temp, clock)
+
+
+class _LineStream(io.TextIOBase):
+    """A write-only text stream that hands complete lines to a callback (invoke writes arbitrary chunks)."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self._on_line = on_line
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: str) -> int:
+        lines = (self._partial + data).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._on_line(line.rstrip("\r"))
+        return len(data)
+
+
+class RemoteGpuSampler:
+    """Streams nvidia-smi on another host through `connection` (a fabric Connection, or anything with invoke's
+    `run(command, asynchronous=True, out_stream=..., ...)`, such as invoke.Context for this host) into gpu.csv.
+
+    Rows are timestamped on arrival here; a second of pipe latency is below the sampling period.
+    The remote process is stopped by its pid; if this side dies instead, nvidia-smi dies on its next write to the
+    closed channel.
+    """
+
+    def __init__(
+        self, connection: Any, run_dir: str | Path, interval_s: float = 1.0, query: str = NVIDIA_SMI_QUERY
+    ) -> None:
+        self.connection = connection
+        self.interval_s = interval_s
+        self.query = query
+        self.note: str | None = None
+        self._sink = _CsvSink(run_dir)
+        self._pidfile = f"/tmp/yapbench-gpu-{uuid.uuid4().hex}.pid"
+        self._errors = io.StringIO()
+        self._promise: Any = None
+
+    @property
+    def rows(self) -> int:
+        return self._sink.rows
+
+    def _on_line(self, line: str) -> None:
+        sample = parse_nvidia_smi_line(line, time.time())
+        if sample is not None:
+            self._sink.write(sample)
+
+    def start(self) -> RemoteGpuSampler:
+        ms = max(1, int(self.interval_s * 1000))
+        # exec keeps the shell's pid, so the pidfile names nvidia-smi itself.
+        command = f"echo $$ > {self._pidfile} && exec {self.query} -lms {ms}"
+        try:
+            self._promise = self.connection.run(
+                command, asynchronous=True, warn=True, hide=False, pty=False, in_stream=False,
+                out_stream=_LineStream(self._on_line), err_stream=self._errors,
+            )
+        except Exception as exc:  # connection refused, auth failure, ...: telemetry is optional, the run is not
+            self.note = f"no GPU telemetry: could not start nvidia-smi on the server ({type(exc).__name__}: {exc})"
+        return self
+
+    def stop(self) -> None:
+        if self._promise is None:
+            return
+        try:
+            self.connection.run(
+                f"kill $(cat {self._pidfile}) 2>/dev/null; rm -f {self._pidfile}", warn=True, hide=True, in_stream=False
+            )
+            result = self._promise.join()
+        except Exception as exc:
+            self.note = f"no GPU telemetry: nvidia-smi on the server failed ({type(exc).__name__}: {exc})"
+            result = None
+        finally:
+            self._promise = None
+            self._sink.close()
+        if result is not None and self.rows == 0:
+            err = self._errors.getvalue().strip().splitlines()
+            reason = err[-1] if err else f"exit status {result.exited}, no samples"
+            self.note = f"no GPU telemetry: nvidia-smi on the server gave nothing ({reason})"
+
+
+def gpu_note(run_dir: str | Path) -> str | None:
+    """The report's one line when the run has no GPU samples; None when gpu.csv holds some."""
+    path = Path(run_dir) / GPU_CSV
+    try:
+        with path.open(newline="") as f:
+            has_rows = sum(1 for _ in f) > 1
+    except FileNotFoundError:
+        has_rows = False
+    return None if has_rows else "no GPU telemetry in this run (no NVML or no GPU on the sampled host)"
