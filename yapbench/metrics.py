@@ -24,10 +24,13 @@ class Outcome(StrEnum):
     FLUSH_TIMEOUT = "flush_timeout"  # no Marker echo within the flush timeout
     STALLED = "stalled"  # the audio could not be delivered within the session deadline
     CONNECT_FAILED = "connect_failed"  # TCP refused, DNS, timeout, or a non-401 HTTP status on the upgrade
+    CANCELLED = "cancelled"  # the load stopped (end of run, user stopped) while the session was streaming
 
 
 # Outcomes that say nothing about latency: their sessions stay out of latency percentiles.
 NOT_SERVED = frozenset({Outcome.REJECTED, Outcome.AUTH_FAILED, Outcome.CONNECT_FAILED})
+# Outcomes that are not the server's fault: they do not count as errors.
+NOT_ERRORS = frozenset({Outcome.OK, Outcome.REJECTED, Outcome.CANCELLED})
 
 LATENCY_METRICS = ("connect_ms", "ready_ms", "first_response_ms", "first_word_ms", "finalize_ms", "backlog_max_ms")
 

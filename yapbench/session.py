@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import gevent
 import numpy as np
 import websocket
 
@@ -88,14 +89,28 @@ def run_session(
 
     stream = Stream(sock, clip, cfg.speed, next(_marker_ids), cfg.flush_frames, cfg.flush_timeout_s, listener)
     Streamer.for_current_hub().add(stream)
-    stream.on_readable()  # bytes may already be waiting (Ready often arrives with the 101)
-    if not stream.ready.wait(cfg.ready_timeout_s):
-        stream.finish(Outcome.NO_READY, f"neither Ready nor Error within {cfg.ready_timeout_s:g} s of the upgrade")
-    deadline = clip.audio_s / cfg.speed + cfg.flush_timeout_s + cfg.deadline_slack_s
-    if not stream.done.wait(deadline):
-        stream.finish(Outcome.STALLED, f"not finished {deadline:.0f} s after Ready (the server stopped reading?)")
+    try:
+        stream.on_readable()  # bytes may already be waiting (Ready often arrives with the 101)
+        if not stream.ready.wait(cfg.ready_timeout_s):
+            stream.finish(Outcome.NO_READY, f"neither Ready nor Error within {cfg.ready_timeout_s:g} s of the upgrade")
+        deadline = clip.audio_s / cfg.speed + cfg.flush_timeout_s + cfg.deadline_slack_s
+        if not stream.done.wait(deadline):
+            stream.finish(Outcome.STALLED, f"not finished {deadline:.0f} s after Ready (the server stopped reading?)")
+    except gevent.GreenletExit:
+        # The load is stopping (Locust kills user greenlets): keep what was measured, then let the kill proceed.
+        stream.finish(Outcome.CANCELLED, "the load stopped during the session")
+        _fill_result(result, stream, t_upgraded)
+        raise SessionCancelled(result) from None
     _fill_result(result, stream, t_upgraded)
     return result
+
+
+class SessionCancelled(gevent.GreenletExit):
+    """Raised through a killed session greenlet, carrying the partial result so it can still be recorded."""
+
+    def __init__(self, result: SessionResult) -> None:
+        super().__init__()
+        self.result = result
 
 
 def _upgrade(cfg: SessionConfig, url: str, result: SessionResult):

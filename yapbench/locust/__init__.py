@@ -1,0 +1,10 @@
+"""yapbench's Locust layer: options, the abstract user, records, the STT web UI tab, load shapes, end-of-run.
+
+Importing this package registers its event listeners; `locustfiles/stt.py` declares the concrete users.
+"""
+
+from . import finish, options, recorder, shapes, webui  # noqa: F401  (listeners register on import)
+from .shapes import RampShape, SpikeShape, StepShape
+from .user import SttUser
+
+__all__ = ["SttUser", "RampShape", "StepShape", "SpikeShape"]

@@ -1,0 +1,29 @@
+"""End of a run, on the master or a standalone process: complete run.json, build the report, apply the gates.
+
+With --gates, the gates' verdict becomes Locust's exit code, so a headless locust run is a CI gate by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from locust import events
+
+from ..finish import finish_run
+from .recorder import _recorders
+
+log = logging.getLogger("yapbench")
+
+
+@events.quitting.add_listener
+def _on_quitting(environment, **_kw) -> None:
+    rec = _recorders.get(id(environment))
+    if rec is None or rec.runlog is None:
+        return
+    rec.write_end_meta()
+    rec.runlog.close()
+    opts = environment.parsed_options
+    code = finish_run(rec.runlog.dir, report=not opts.no_report, gates=opts.gates or None,
+                      baseline=opts.baseline or None)
+    if code is not None:
+        environment.process_exit_code = code

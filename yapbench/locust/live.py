@@ -1,0 +1,62 @@
+"""Exact live statistics for the web UI's STT tab, from the same records the run directory gets."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import numpy as np
+
+from ..metrics import LATENCY_METRICS, NOT_SERVED, PERCENTILES, summarize
+from ..runlog import SEND_LAG_DTYPE, WordRow
+
+TABLE_METRICS = (*LATENCY_METRICS, "word_lag_ms", "send_lag_ms")
+WORD_LAG_COLUMN = 6  # index of lag_ms in a words.csv row (runlog.WORD_COLUMNS)
+SEND_LAG_WARN_MS = 10.0
+
+
+class LiveStats:
+    """Raw values per metric plus outcome counts; `snapshot()` computes exact percentiles on demand."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self._values: dict[str, list[np.ndarray]] = {m: [] for m in TABLE_METRICS}
+        self.outcomes: Counter[str] = Counter()
+        self.active_streams = 0
+
+    def add(self, batch: list[tuple[dict, list[WordRow], bytes]]) -> None:
+        with self._lock:
+            for record, words, send_lag in batch:
+                self.outcomes[record["outcome"]] += 1
+                if record["outcome"] in NOT_SERVED:
+                    continue
+                for m in LATENCY_METRICS:
+                    if record.get(m) is not None:
+                        self._values[m].append(np.array([record[m]]))
+                if words:
+                    self._values["word_lag_ms"].append(np.array([w[WORD_LAG_COLUMN] for w in words], dtype=float))
+                if send_lag:
+                    self._values["send_lag_ms"].append(np.frombuffer(send_lag, dtype=SEND_LAG_DTYPE)["lag_ms"])
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            metrics = {}
+            for m, chunks in self._values.items():
+                if chunks:
+                    merged = np.concatenate(chunks)
+                    self._values[m] = [merged]  # keep one array: later snapshots concatenate less
+                    metrics[m] = summarize(merged, PERCENTILES)
+            outcomes = dict(self.outcomes)
+        sessions = sum(outcomes.values())
+        send_p99 = metrics.get("send_lag_ms", {}).get("p99")
+        return {
+            "metrics": metrics,
+            "outcomes": outcomes,
+            "sessions": sessions,
+            "rejection_rate": outcomes.get("rejected", 0) / sessions if sessions else 0.0,
+            "active_streams": self.active_streams,
+            "generator_bound": send_p99 is not None and send_p99 > SEND_LAG_WARN_MS,
+        }

@@ -1,0 +1,34 @@
+"""yapbench's options on Locust's command line and in its web UI."""
+
+from __future__ import annotations
+
+from locust import events
+
+from ..options import SESSION_OPTIONS
+from ..samples import DEFAULT_MANIFEST
+
+DEFAULT_SAMPLES = "mid.wav,short-noisy.wav,real/en_*"
+SHAPES = ("none", "ramp", "steps", "spike")
+
+
+@events.init_command_line_parser.add_listener
+def add_options(parser) -> None:
+    for opt in SESSION_OPTIONS:
+        parser.add_argument(opt.flag, **opt.kwargs)
+    parser.add_argument("--api-key", default="", is_secret=True,
+                        help="API key (prefer $KYUTAI_API_KEY: a value here is visible in `ps`); never printed")
+    parser.add_argument("--samples", default=DEFAULT_SAMPLES,
+                        help="comma-separated manifest names or globs, or lang:en / lang:fr")
+    parser.add_argument("--manifest", default=str(DEFAULT_MANIFEST), help="sample manifest (CSV with transcripts)")
+    parser.add_argument("--think-time", type=float, default=1.0,
+                        help="mean seconds a user waits between sessions (uniform 0.5x..1.5x)")
+    parser.add_argument("--run-dir", default="", help="where raw records and the report go (default reports/<run-id>)")
+    parser.add_argument("--shape", choices=SHAPES, default="none",
+                        help="load shape: ramp to -u over the run time, steps of --step-users every --step-time, "
+                             "or a spike to -u in the middle third")
+    parser.add_argument("--step-users", type=int, default=10, help="users added per step (--shape steps)")
+    parser.add_argument("--step-time", type=float, default=30.0, help="seconds per step (--shape steps)")
+    parser.add_argument("--gates", default="", help="gates TOML: the run's exit code follows its verdict")
+    parser.add_argument("--baseline", default="", help="baseline run directory for the gates' regression limits")
+    parser.add_argument("--no-report", action="store_true", default=False, include_in_web_ui=False,
+                        help="do not build the HTML report at the end")

@@ -1,0 +1,173 @@
+"""Where finished sessions go, per Locust process: the run directory (master or standalone), the master (worker).
+
+A worker keeps finished sessions in an outbox and hands them to the master with every periodic stats report
+(`report_to_master`, every few seconds), not only at the end, so a worker that dies loses at most one interval.
+The master (or a standalone process) appends them to the run directory and the live STT tab.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from locust import events
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from .. import __version__
+from ..corpus import Corpus, build_corpus
+from ..errors import UserError
+from ..metrics import SessionResult
+from ..runlog import RunLog, default_run_dir, rows_of
+from ..samples import load_manifest, select
+from ..streamer import Streamer
+from .live import LiveStats
+
+log = logging.getLogger("yapbench")
+PAYLOAD_KEY = "yapbench"
+SECRET_FLAGS = ("--api-key",)
+
+
+class Recorder:
+    """One per Locust environment; created at `init`."""
+
+    def __init__(self, environment: Environment) -> None:
+        self.environment = environment
+        opts = environment.parsed_options
+        self.is_worker = isinstance(environment.runner, WorkerRunner)
+        self.is_master = isinstance(environment.runner, MasterRunner)
+        self.live = LiveStats()
+        self.outbox: list = []
+        self._worker_active: dict[str, int] = {}
+        self._corpus: Corpus | None = None
+        self.samples = select(load_manifest(opts.manifest), opts.samples)
+        self.runlog: RunLog | None = None
+        if not self.is_worker:
+            self.runlog = RunLog(opts.run_dir or default_run_dir())
+        self.targets = [t.strip() for t in (environment.host or "").split(",") if t.strip()]
+        self._next_target = 0
+
+    # -- inputs shared by the process's users ----------------------------------------------------------------
+
+    @property
+    def corpus(self) -> Corpus:
+        if self._corpus is None:  # decoded once per process, on first use (workers never need the master's)
+            self._corpus = build_corpus(self.samples, self.environment.parsed_options.silence_prefix)
+        return self._corpus
+
+    def next_target(self) -> str:
+        """Round robin over the targets given in --host (comma-separated for a fleet)."""
+        target = self.targets[self._next_target % len(self.targets)]
+        self._next_target += 1
+        return target
+
+    # -- records ----------------------------------------------------------------------------------------------
+
+    def record(self, result: SessionResult) -> None:
+        rows = rows_of(result)
+        if self.is_worker:
+            self.outbox.append(rows)
+        else:
+            self._store([rows])
+
+    def _store(self, batch: list) -> None:
+        assert self.runlog is not None
+        self.runlog.append(batch)
+        self.live.add(batch)
+
+    def on_report_to_master(self, data: dict) -> None:
+        data[PAYLOAD_KEY] = {"batch": self.outbox, "active": Streamer.for_current_hub().active}
+        self.outbox = []
+
+    def on_worker_report(self, client_id: str, data: dict) -> None:
+        payload = data.get(PAYLOAD_KEY)
+        if not payload:
+            return
+        self._worker_active[client_id] = payload["active"]
+        self.live.active_streams = sum(self._worker_active.values())
+        if payload["batch"]:
+            self._store(payload["batch"])
+
+    def refresh_active(self) -> None:
+        if not self.is_master:
+            self.live.active_streams = Streamer.for_current_hub().active
+
+    # -- run.json ---------------------------------------------------------------------------------------------
+
+    def write_start_meta(self) -> None:
+        opts = self.environment.parsed_options
+        self.runlog.write_meta({
+            "yapbench_version": __version__,
+            "started_at": time.time(),
+            "targets": self.targets,
+            "target": ",".join(self.targets),
+            "samples": {s.name: {"transcript": s.transcript, "language": s.language, "duration_s": s.duration_s}
+                        for s in self.samples},
+            "users": opts.num_users,
+            "spawn_rate": opts.spawn_rate,
+            "speed": opts.speed,
+            "auth": opts.auth,
+            "shape": opts.shape,
+            "run_time_s": opts.run_time,
+            "distributed": self.is_master,
+            "command": redact_argv(sys.argv),
+        })
+
+    def write_end_meta(self) -> None:
+        self.runlog.write_meta({"ended_at": time.time(), "sessions": self.runlog.sessions_written})
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line as run.json records it: values of secret flags replaced."""
+    out, hide_next = [], False
+    for arg in argv:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+        elif arg in SECRET_FLAGS:
+            out.append(arg)
+            hide_next = True
+        elif any(arg.startswith(f + "=") for f in SECRET_FLAGS):
+            out.append(arg.split("=", 1)[0] + "=***")
+        else:
+            out.append(arg)
+    return out
+
+
+_recorders: dict[int, Recorder] = {}
+
+
+def recorder_for(environment: Environment) -> Recorder:
+    return _recorders[id(environment)]
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_kw) -> None:
+    if environment.parsed_options is None or not hasattr(environment.parsed_options, "samples"):
+        return  # a Locust run that did not load yapbench's options (library use)
+    try:
+        rec = Recorder(environment)
+    except UserError as exc:
+        log.error("yapbench: %s", exc)
+        sys.exit(2)
+    _recorders[id(environment)] = rec
+    if rec.is_worker:
+        environment.events.report_to_master.add_listener(lambda client_id, data, **_: rec.on_report_to_master(data))
+    if rec.is_master:
+        environment.events.worker_report.add_listener(lambda client_id, data, **_: rec.on_worker_report(client_id, data))
+    if rec.runlog is not None:
+        log.info("yapbench: run directory %s", rec.runlog.dir)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Environment, **_kw) -> None:
+    rec = _recorders.get(id(environment))
+    if rec is not None and rec.runlog is not None:
+        rec.write_start_meta()
+
+
+def run_dir_of(environment: Environment) -> Path | None:
+    rec = _recorders.get(id(environment))
+    return rec.runlog.dir if rec is not None and rec.runlog is not None else None

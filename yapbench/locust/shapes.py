@@ -1,0 +1,87 @@
+"""Load shapes, chosen with --shape (Locust runs a shape instead of -u/-r when one is set at init)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+
+from locust import LoadTestShape, events
+
+from ..errors import UserError
+
+
+class RampShape(LoadTestShape):
+    """0 to `peak` users linearly over the run time, then stop."""
+
+    def __init__(self, peak: int, duration_s: float) -> None:
+        super().__init__()
+        self.peak, self.duration_s = peak, duration_s
+
+    def tick(self):
+        t = self.get_run_time()
+        if t >= self.duration_s:
+            return None
+        return math.ceil(self.peak * t / self.duration_s), max(1.0, self.peak / self.duration_s)
+
+
+class StepShape(LoadTestShape):
+    """`step` more users every `step_s` seconds up to `peak`, holding each level a full step, then stop."""
+
+    def __init__(self, peak: int, step: int, step_s: float, duration_s: float | None = None) -> None:
+        super().__init__()
+        self.peak, self.step, self.step_s = peak, step, step_s
+        self.duration_s = duration_s if duration_s else math.ceil(peak / step) * step_s
+
+    def level(self, t: float) -> int:
+        return min(self.peak, self.step * (int(t // self.step_s) + 1))
+
+    def tick(self):
+        t = self.get_run_time()
+        if t >= self.duration_s:
+            return None
+        return self.level(t), float(self.step)
+
+
+class SpikeShape(LoadTestShape):
+    """A tenth of `peak` users, then `peak` in the middle third of the run time, then back: recovery from a burst."""
+
+    def __init__(self, peak: int, duration_s: float) -> None:
+        super().__init__()
+        self.peak, self.duration_s = peak, duration_s
+
+    def tick(self):
+        t = self.get_run_time()
+        if t >= self.duration_s:
+            return None
+        base = max(1, self.peak // 10)
+        in_spike = self.duration_s / 3 <= t < 2 * self.duration_s / 3
+        return (self.peak if in_spike else base), float(self.peak)
+
+
+def shape_from_options(opts) -> LoadTestShape | None:
+    kind = getattr(opts, "shape", "none")
+    if kind == "none":
+        return None
+    peak = opts.num_users or 1
+    duration = float(opts.run_time) if opts.run_time else None
+    if kind == "steps":
+        return StepShape(peak, max(1, opts.step_users), opts.step_time, duration)
+    if duration is None:
+        raise UserError(f"--shape {kind} needs a run time (-t)")
+    return RampShape(peak, duration) if kind == "ramp" else SpikeShape(peak, duration)
+
+
+@events.init.add_listener
+def _install_shape(environment, **_kw) -> None:
+    opts = environment.parsed_options
+    if opts is None or environment.shape_class is not None or not hasattr(opts, "shape"):
+        return
+    try:
+        shape = shape_from_options(opts)
+    except UserError as exc:
+        logging.getLogger("yapbench").error("yapbench: %s", exc)
+        sys.exit(2)
+    if shape is not None:
+        shape.runner = environment.runner
+        environment.shape_class = shape

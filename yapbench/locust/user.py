@@ -1,0 +1,91 @@
+"""The Locust user: one streaming session per task, records and request events for every metric.
+
+Shaped like Locust's own protocol integrations (locust/contrib): the session is the client, this abstract User
+owns it and fires `events.request`, the locustfile declares the concrete user.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import replace
+
+from locust import User, task
+
+from ..metrics import NOT_SERVED, Outcome, SessionResult
+from ..options import session_config
+from ..session import SessionCancelled, run_session, worker_name
+from .recorder import recorder_for
+
+log = logging.getLogger("yapbench")
+REQUEST_TYPE = "STT"
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 8.0
+
+
+class SessionFailed(Exception):
+    """The failure Locust shows for a session: its outcome, then what happened."""
+
+
+class SttUser(User):
+    """Streams paced speech to the server, one session per task; backs off when the server has no slot for it."""
+
+    abstract = True
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        self.recorder = recorder_for(environment)
+        self.rng = random.Random()
+        self.failures_in_a_row = 0
+        self.cfg = session_config(environment.parsed_options, self.recorder.targets[0] if self.recorder.targets
+                                  else "127.0.0.1:8000", worker=worker_name())
+        api_key = environment.parsed_options.api_key
+        if api_key:
+            self.cfg = replace(self.cfg, api_key=api_key)
+
+    def wait_time(self) -> float:
+        if self.failures_in_a_row:
+            # Full jitter (uniform 0..cap): rejected users spread out instead of returning together.
+            return self.rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** self.failures_in_a_row))
+        think = self.environment.parsed_options.think_time
+        return self.rng.uniform(0.5 * think, 1.5 * think)
+
+    @task
+    def stream(self) -> None:
+        sample, clip = self.recorder.corpus.pick(self.rng)
+        cfg = replace(self.cfg, url=self.recorder.next_target())
+        try:
+            result = run_session(cfg, clip)
+        except SessionCancelled as cancelled:
+            self.report(cancelled.result)
+            raise
+        self.report(result)
+
+    def report(self, result: SessionResult) -> None:
+        self.recorder.record(result)
+        self.failures_in_a_row = self.failures_in_a_row + 1 if result.outcome in NOT_SERVED else 0
+        if result.outcome == Outcome.AUTH_FAILED and self.failures_in_a_row == 1:
+            log.error("yapbench: %s: %s (set $KYUTAI_API_KEY or --api-key-file)", result.target, result.error)
+        fire = self.environment.events.request.fire
+        for name in ("connect", "ready", "first_response", "first_word", "finalize"):
+            value = getattr(result, f"{name}_ms")
+            if value is not None:
+                fire(request_type=REQUEST_TYPE, name=name, response_time=value, response_length=0, exception=None,
+                     context={})
+        for w in result.words:
+            fire(request_type=REQUEST_TYPE, name="word_lag", response_time=w.lag_ms, response_length=0,
+                 exception=None, context={})
+        if result.outcome == Outcome.OK:
+            duration = (result.ended_at - result.started_at) * 1000.0
+            fire(request_type=REQUEST_TYPE, name="session", response_time=duration, response_length=0,
+                 exception=None, context={"outcome": str(result.outcome)})
+        elif result.outcome != Outcome.CANCELLED:  # a cancelled session is the load's doing, not a result
+            # Rejections and other failures carry no latency: they stay out of Locust's percentiles.
+            fire(request_type=REQUEST_TYPE, name="session", response_time=None, response_length=0,
+                 exception=SessionFailed(f"{result.outcome}: {_stable(result.error)}"),
+                 context={"outcome": str(result.outcome)})
+
+
+def _stable(error: str) -> str:
+    """Locust groups failures by message: drop the volatile tail (numbers, addresses) of long messages."""
+    return error.split(" (")[0] if len(error) > 60 else error
