@@ -5,14 +5,15 @@ Run, report and gates meet only at the run directory: this module just calls the
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from .errors import UserError
 
 
-def finish_run(run_dir: Path, report: bool = True, gates: str | None = None, baseline: str | None = None) -> int | None:
-    """Build the report (and apply gates); return the exit code the gates decide, None when there are none."""
+def finish_run(run_dir: Path, report: bool = True, gates: str | None = None, baseline: str | None = None) -> int:
+    """Build the report, apply the gates; return the run's exit code (0 pass, 1 fail, 2 unusable)."""
     from .report import REPORT, build_report, summarize_run, write_summary
     from .report.text import headline
 
@@ -32,11 +33,18 @@ def finish_run(run_dir: Path, report: bool = True, gates: str | None = None, bas
     if report:
         print(f"report: {Path(run_dir) / REPORT}")
     if not gates:
-        return None
-    from .gates import apply_gates
+        # Without gates a run passes when the server served anything at all; rejections alone are a finding,
+        # not a failure (Locust's own rule, "any failed request exits 1", would fail every capacity test).
+        if not summary.get("outcomes", {}).get("ok"):
+            print("yapbench: no session completed ok: exit code 1", file=sys.stderr)
+            return 1
+        return 0
+    from . import gates as gates_cmd
 
+    args = argparse.Namespace(run_dir=Path(run_dir), gates=Path(gates), condition=[],
+                              baseline=Path(baseline) if baseline else None, junit=None)
     try:
-        return apply_gates(Path(run_dir), Path(gates), Path(baseline) if baseline else None)
+        return gates_cmd.main(args)
     except UserError as exc:
         print(f"yapbench gate: {exc}", file=sys.stderr)
         return exc.exit_code

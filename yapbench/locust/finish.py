@@ -1,6 +1,7 @@
 """End of a run, on the master or a standalone process: complete run.json, build the report, apply the gates.
 
-With --gates, the gates' verdict becomes Locust's exit code, so a headless locust run is a CI gate by itself.
+The exit code is yapbench's, not Locust's "any failure exits 1": the gates' verdict with --gates, else 1 only when
+no session completed. So a headless locust run is a CI gate by itself.
 """
 
 from __future__ import annotations
@@ -23,7 +24,5 @@ def _on_quitting(environment, **_kw) -> None:
     rec.write_end_meta()
     rec.runlog.close()
     opts = environment.parsed_options
-    code = finish_run(rec.runlog.dir, report=not opts.no_report, gates=opts.gates or None,
-                      baseline=opts.baseline or None)
-    if code is not None:
-        environment.process_exit_code = code
+    environment.process_exit_code = finish_run(rec.runlog.dir, report=not opts.no_report, gates=opts.gates or None,
+                                               baseline=opts.baseline or None)

@@ -1,0 +1,75 @@
+"""`yapbench run`: the main job. A headless Locust load, the report, the gates' verdict, in one command.
+
+With no --host it first starts the embedded reference server on loopback, so `make run` shows the whole thing
+on any machine. The load itself is Locust's own CLI (the same command a CI job would write by hand), run as a
+child process: one code path for both, and Locust's --processes for more cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from ..options import SESSION_OPTIONS, add_session_options
+
+LOCUSTFILE = Path(__file__).resolve().parent.parent / "locust" / "locustfile.py"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None,
+                        help="server(s) to load: ws://HOST:PORT, comma-separated for a fleet "
+                             "(default: start the embedded reference server on loopback)")
+    parser.add_argument("-u", "--users", type=int, default=20, help="concurrent streams (default 20)")
+    parser.add_argument("-r", "--spawn-rate", type=float, default=5.0, help="users started per second (default 5)")
+    parser.add_argument("-t", "--run-time", default="60s", help="load duration, e.g. 60s, 5m (default 60s)")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="Locust worker processes on this machine (0: one process; -1: one per core)")
+    parser.add_argument("--samples", default=None, help="manifest names/globs or lang:xx (default: English speech)")
+    parser.add_argument("--think-time", type=float, default=1.0, help="mean seconds between a user's sessions")
+    parser.add_argument("--shape", choices=("none", "ramp", "steps", "spike"), default="none", help="load shape")
+    parser.add_argument("--run-dir", default="", help="run directory (default reports/<run-id>)")
+    parser.add_argument("--gates", default="", help="gates TOML: exit 1 when a gate fails")
+    parser.add_argument("--baseline", default="", help="baseline run directory for regression gates")
+    server = parser.add_argument_group("embedded reference server (when no --host is given)")
+    server.add_argument("--server-engine", default="synthetic", help="synthetic (default), sphinx or torch")
+    server.add_argument("--server-batch-size", type=int, default=64, help="slots (default 64, as stt-1b-en_fr)")
+    add_session_options(parser)
+
+
+def locust_command(args: argparse.Namespace, host: str, run_dir: str) -> list[str]:
+    """The Locust command line for this run (the API key travels in the environment, never here)."""
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+           "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.run_time, "--host", host,
+           "--think-time", str(args.think_time), "--shape", args.shape]
+    if run_dir:
+        cmd += ["--run-dir", run_dir]
+    if args.processes:
+        cmd += ["--processes", str(args.processes)]
+    if args.samples:
+        cmd += ["--samples", args.samples]
+    for flag, value in (("--gates", args.gates), ("--baseline", args.baseline)):
+        if value:
+            cmd += [flag, value]
+    for opt in SESSION_OPTIONS:
+        value = getattr(args, opt.flag[2:].replace("-", "_"))
+        if value not in ("", None):
+            cmd += [opt.flag, str(value)]
+    return cmd
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..options import server_url
+    from ..runlog import default_run_dir
+
+    run_dir = args.run_dir or str(default_run_dir())
+    if args.host:
+        hosts = ",".join(server_url(h.strip()) for h in args.host.split(",") if h.strip())
+        return subprocess.call(locust_command(args, hosts, run_dir))
+    from ..server.launch import start_server
+
+    with start_server(engine=args.server_engine, batch_size=args.server_batch_size) as server:
+        print(f"embedded reference server ({args.server_engine} engine, {args.server_batch_size} slots) "
+              f"on {server.url}", file=sys.stderr)
+        return subprocess.call(locust_command(args, server.url, run_dir))
