@@ -20,6 +20,9 @@ def add_options(parser) -> None:
     parser.add_argument("--samples", default=DEFAULT_SAMPLES,
                         help="comma-separated manifest names or globs, or lang:en / lang:fr")
     parser.add_argument("--manifest", default=str(DEFAULT_MANIFEST), help="sample manifest (CSV with transcripts)")
+    parser.add_argument("--target-policy", choices=("round_robin", "least_loaded"), default="round_robin",
+                        help="how sessions spread over several --host targets (least_loaded: most free slots "
+                             "by /api/modules_info)")
     parser.add_argument("--think-time", type=float, default=1.0,
                         help="mean seconds a user waits between sessions (uniform 0.5x..1.5x)")
     parser.add_argument("--run-dir", default="", help="where raw records and the report go (default reports/<run-id>)")

@@ -21,7 +21,9 @@ from ..corpus import Corpus, build_corpus
 from ..errors import UserError
 from ..metrics import SessionResult
 from ..runlog import RunLog, default_run_dir, rows_of
+from ..options import server_url
 from ..samples import load_manifest, select
+from ..serverpoll import SlotPoller
 from ..streamer import Streamer
 from .live import LiveStats
 
@@ -46,8 +48,17 @@ class Recorder:
         self.runlog: RunLog | None = None
         if not self.is_worker:
             self.runlog = RunLog(opts.run_dir or default_run_dir())
-        self.targets = [t.strip() for t in (environment.host or "").split(",") if t.strip()]
+        self.targets = [normalize_target(t) for t in (environment.host or "").split(",") if t.strip()]
+        if not self.targets:
+            self.targets = [normalize_target("")]
+        self.policy = opts.target_policy
         self._next_target = 0
+        self._started_since_poll: dict[str, int] = {}
+        self._poll_generation = -1
+        # The master polls to record server.csv; a process that runs users polls when it routes by load.
+        self.poller: SlotPoller | None = None
+        if not self.is_worker or self.policy == "least_loaded":
+            self.poller = SlotPoller(self.targets, None if self.is_worker else self.runlog.dir)
 
     # -- inputs shared by the process's users ----------------------------------------------------------------
 
@@ -58,7 +69,19 @@ class Recorder:
         return self._corpus
 
     def next_target(self) -> str:
-        """Round robin over the targets given in --host (comma-separated for a fleet)."""
+        """The target for a new session: round robin over --host's list, or the one with most free slots."""
+        if self.policy == "least_loaded" and self.poller is not None and self.poller.latest:
+            if self.poller.generation != self._poll_generation:
+                self._poll_generation = self.poller.generation
+                self._started_since_poll = {}
+
+            def headroom(t: str) -> int:
+                free = self.poller.free(t)
+                return (-1 << 30 if free is None else free) - self._started_since_poll.get(t, 0)
+
+            target = max(self.targets, key=headroom)
+            self._started_since_poll[target] = self._started_since_poll.get(target, 0) + 1
+            return target
         target = self.targets[self._next_target % len(self.targets)]
         self._next_target += 1
         return target
@@ -102,6 +125,7 @@ class Recorder:
             "yapbench_version": __version__,
             "started_at": time.time(),
             "targets": self.targets,
+            "target_policy": self.policy,
             "target": ",".join(self.targets),
             "samples": {s.name: {"transcript": s.transcript, "language": s.language, "duration_s": s.duration_s}
                         for s in self.samples},
@@ -117,6 +141,13 @@ class Recorder:
 
     def write_end_meta(self) -> None:
         self.runlog.write_meta({"ended_at": time.time(), "sessions": self.runlog.sessions_written})
+
+
+def normalize_target(host: str) -> str:
+    try:
+        return server_url(host.strip() or None)
+    except UserError:
+        raise UserError(f"--host {host!r} is not a ws:// URL or HOST:PORT") from None
 
 
 def redact_argv(argv: list[str]) -> list[str]:
@@ -164,8 +195,19 @@ def _on_init(environment: Environment, **_kw) -> None:
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_kw) -> None:
     rec = _recorders.get(id(environment))
-    if rec is not None and rec.runlog is not None:
+    if rec is None:
+        return
+    if rec.runlog is not None:
         rec.write_start_meta()
+    if rec.poller is not None:
+        rec.poller.start()
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Environment, **_kw) -> None:
+    rec = _recorders.get(id(environment))
+    if rec is not None and rec.poller is not None:
+        rec.poller.stop()
 
 
 def run_dir_of(environment: Environment) -> Path | None:

@@ -37,8 +37,7 @@ class SttUser(User):
         self.recorder = recorder_for(environment)
         self.rng = random.Random()
         self.failures_in_a_row = 0
-        self.cfg = session_config(environment.parsed_options, self.recorder.targets[0] if self.recorder.targets
-                                  else "127.0.0.1:8000", worker=worker_name())
+        self.cfg = session_config(environment.parsed_options, self.recorder.targets[0], worker=worker_name())
         api_key = environment.parsed_options.api_key
         if api_key:
             self.cfg = replace(self.cfg, api_key=api_key)
