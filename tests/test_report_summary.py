@@ -1,0 +1,141 @@
+"""summary.json against numbers computed independently from the raw records (json, csv, numpy)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from yapbench.errors import UserError
+from yapbench.report import summarize_run
+from yapbench.report.synthetic import Spec, make_run
+from yapbench.runlog import SEND_LAG_DTYPE
+
+NOT_SERVED = {"rejected", "auth_failed", "connect_failed"}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("fleet") / "run",
+                    Spec(sessions=300, targets=("ws://10.0.0.1:8080", "ws://10.0.0.2:8080"), rejected=0.1, seed=3))
+
+
+def raw(run: Path) -> tuple[list[dict], list[dict], np.ndarray]:
+    sessions = [json.loads(line) for line in (run / "sessions.jsonl").read_text().splitlines()]
+    with open(run / "words.csv", newline="") as f:
+        words = list(csv.DictReader(f))
+    lags = np.frombuffer((run / "send_lag.bin").read_bytes(), dtype=SEND_LAG_DTYPE)
+    return sessions, words, lags
+
+
+def expected(values: list[float]) -> dict[str, float]:
+    a = np.array(values, dtype=np.float64)
+    return {"count": a.size, "min": a.min(), "max": a.max(), "mean": a.mean(),
+            **{f"p{q}": np.percentile(a, q) for q in (50, 90, 95, 99)}}
+
+
+def assert_stats(got: dict, values: list[float]) -> None:
+    want = expected(values)
+    assert got["count"] == want["count"]
+    for k in ("min", "max", "mean", "p50", "p90", "p95", "p99"):
+        assert got[k] == pytest.approx(want[k], rel=1e-9), k
+
+
+def test_percentiles_match_raw_records(fleet: Path) -> None:
+    summary = summarize_run(fleet)
+    sessions, words, lags = raw(fleet)
+    served = [s for s in sessions if s["outcome"] not in NOT_SERVED]
+    for key in ("connect", "ready", "first_response", "first_word", "finalize", "backlog_max"):
+        assert_stats(summary[key], [s[f"{key}_ms"] for s in served if s[f"{key}_ms"] is not None])
+    assert_stats(summary["word_lag"], [float(w["lag_ms"]) for w in words])
+    assert_stats(summary["end_lag"], [float(w["end_lag_ms"]) for w in words if w["end_lag_ms"]])
+    assert_stats(summary["send_lag"], lags["lag_ms"].astype(np.float64).tolist())
+
+
+def test_counts_rates_throughput(fleet: Path) -> None:
+    summary = summarize_run(fleet)
+    sessions, words, _ = raw(fleet)
+    n = len(sessions)
+    outcomes = [s["outcome"] for s in sessions]
+    assert summary["sessions"] == n
+    for o in set(outcomes):
+        assert summary["outcomes"][o] == outcomes.count(o)
+    assert summary["outcomes"]["protocol_error"] == 0  # every known outcome is present, zero or not
+    assert summary["rejection_rate"] == pytest.approx(outcomes.count("rejected") / n)
+    assert summary["ok_rate"] == pytest.approx(outcomes.count("ok") / n)
+    assert summary["error_rate"] == pytest.approx(sum(o not in ("ok", "rejected") for o in outcomes) / n)
+    assert summary["rejection_rate"] > 0 and summary["error_rate"] > 0
+    assert summary["duration_s"] == pytest.approx(60.0)
+    assert summary["throughput"]["sessions_per_s"] == pytest.approx(n / 60.0)
+    assert summary["throughput"]["audio_s_per_s"] == pytest.approx(sum(s["audio_s"] for s in sessions) / 60.0)
+    assert summary["throughput"]["words_per_s"] == pytest.approx(len(words) / 60.0)
+    assert summary["generator_overloaded"] is False
+
+
+def test_per_target_sub_summaries(fleet: Path) -> None:
+    summary = summarize_run(fleet)
+    sessions, words, _ = raw(fleet)
+    target_of = {s["session_id"]: s["target"] for s in sessions}
+    assert set(summary["targets"]) == {"ws://10.0.0.1:8080", "ws://10.0.0.2:8080"}
+    for target, sub in summary["targets"].items():
+        mine = [s for s in sessions if s["target"] == target]
+        assert sub["sessions"] == len(mine)
+        served = [s for s in mine if s["outcome"] not in NOT_SERVED]
+        assert_stats(sub["first_word"], [s["first_word_ms"] for s in served if s["first_word_ms"] is not None])
+        assert_stats(sub["word_lag"], [float(w["lag_ms"]) for w in words if target_of[w["session_id"]] == target])
+    assert sum(sub["sessions"] for sub in summary["targets"].values()) == summary["sessions"]
+
+
+def test_time_window_keeps_sessions_started_in_it(fleet: Path) -> None:
+    t0 = json.loads((fleet / "run.json").read_text())["started_at"]
+    since, until = t0 + 10, t0 + 30
+    summary = summarize_run(fleet, since=since, until=until)
+    sessions, words, lags = raw(fleet)
+    mine = [s for s in sessions if since <= s["started_at"] < until]
+    ids = {s["session_id"] for s in mine}
+    assert summary["sessions"] == len(mine)
+    assert summary["duration_s"] == pytest.approx(20.0)
+    assert_stats(summary["word_lag"], [float(w["lag_ms"]) for w in words if w["session_id"] in ids])
+    in_window = lags[(lags["t"] >= since) & (lags["t"] < until)]
+    assert summary["send_lag"]["count"] == in_window.size
+
+
+def test_torn_last_lines_are_tolerated(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", Spec(sessions=40, seed=5))
+    before = summarize_run(run)
+    # A kill -9 mid-write: half a word row, half a session line, half a send-lag record.
+    with open(run / "words.csv", "a") as f:
+        f.write('s9999999,0,"hal')
+    with open(run / "sessions.jsonl", "a") as f:
+        f.write('{"session_id": "s9999999", "outcome": "o')
+    with open(run / "send_lag.bin", "ab") as f:
+        f.write(b"\x00" * 5)
+    after = summarize_run(run)
+    assert after["sessions"] == before["sessions"]
+    assert after["word_lag"] == before["word_lag"]
+    assert after["send_lag"] == before["send_lag"]
+
+
+def test_generator_overload_is_flagged(tmp_path: Path) -> None:
+    summary = summarize_run(make_run(tmp_path / "run", Spec(sessions=30, send_lag_ms=25.0, seed=2)))
+    assert summary["send_lag"]["p99"] > 10
+    assert summary["generator_overloaded"] is True
+
+
+def test_all_rejected_run_has_no_latencies_but_a_summary(tmp_path: Path) -> None:
+    summary = summarize_run(make_run(tmp_path / "run", Spec(sessions=10, rejected=1.0, gpu=False, seed=2)))
+    assert summary["outcomes"]["rejected"] == 10
+    assert summary["rejection_rate"] == 1.0
+    assert summary["first_word"] == {"count": 0}
+    assert summary["wer"] is None
+
+
+def test_missing_run_dir_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such directory"):
+        summarize_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="sessions.jsonl"):
+        summarize_run(tmp_path / "empty")
