@@ -1,0 +1,138 @@
+"""provision against a real OpenSSH server on 127.0.0.1: upload, tmux, readiness, status, stop, clean."""
+
+from __future__ import annotations
+
+import os
+import secrets as pysecrets
+import stat
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from provision import api
+from provision.credentials import Secrets
+from provision.executor import SshOptions
+from provision.inventory import HostSpec
+from provision.runner import Status
+
+pytest_plugins = ["provision_sshd"]
+pytestmark = pytest.mark.sshd
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER_COMMAND = f"{sys.executable} /tmp/pv/standin.py --config {{config}} --port {{port}} --addr {{addr}}"
+
+
+@pytest.fixture(scope="module")
+def key() -> str:
+    return "yb-" + pysecrets.token_hex(12)
+
+
+@pytest.fixture(scope="module")
+def host(sshd, tmp_path_factory) -> HostSpec:
+    base = tmp_path_factory.mktemp("remote") / "yap-stt"
+    return HostSpec(hostname="127.0.0.1", user="root", ssh_port=sshd.port, key_file=sshd.key_file,
+                    port=ps_free_port(), addr="127.0.0.1", gpus=1, base_dir=str(base), tmux_socket=sshd.tmux_socket,
+                    server_command=SERVER_COMMAND, ready_timeout=30)
+
+
+def ps_free_port() -> int:
+    from provision_sshd import free_port
+
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def opts(sshd, key) -> dict:
+    return {"ssh": SshOptions(known_hosts=sshd.known_hosts), "secrets": Secrets(api_key=key)}
+
+
+class WireSpy:
+    """Every command string paramiko sends, and `ps` snapshots of the machine while provision runs."""
+
+    def __init__(self, monkeypatch):
+        self.commands: list[str] = []
+        self.ps: list[str] = []
+        original = paramiko.Channel.exec_command
+
+        def spy(chan, command):
+            self.commands.append(command if isinstance(command, str) else command.decode())
+            return original(chan, command)
+
+        monkeypatch.setattr(paramiko.Channel, "exec_command", spy)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_ps, daemon=True)
+
+    def _poll_ps(self) -> None:
+        while not self._stop.wait(0.05):
+            self.ps.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def statuses(result) -> dict[str, Status]:
+    return {s.step: s.status for s in result.steps}
+
+
+def test_up_uploads_key_safely_starts_and_waits_ready(host, opts, key, sshd, monkeypatch, tmp_path):
+    with WireSpy(monkeypatch) as spy:
+        [r] = api.up([host], log_dir=tmp_path / "logs", **opts)
+    assert r.ok, r.error
+    st = statuses(r)
+    assert st["connect"] == st["preflight"] == Status.OK
+    assert st["packages"] == st["cuda"] == st["rust"] == st["build"] == Status.SKIPPED
+    assert st["config"] == st["start"] == Status.CHANGED
+    assert st["ready"] == Status.OK
+    assert r.targets == [f"ws://127.0.0.1:{host.port}/api/asr-streaming"]
+
+    config = Path(host.base_dir) / "instances" / str(host.port) / "config.toml"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert f'authorized_ids = ["{key}"]' in config.read_text()
+    assert stat.S_IMODE((config.parent / "start.sh").stat().st_mode) == 0o700
+    # the key travels only inside the uploaded file
+    assert spy.commands and not [c for c in spy.commands if key in c]
+    assert spy.ps and not [p for p in spy.ps if key in p]
+    logs = [*(tmp_path / "logs").iterdir(), config.parent / "server.log", sshd.log]
+    assert all(key not in p.read_text() for p in logs)
+
+
+def test_second_up_changes_nothing(host, opts):
+    [r] = api.up([host], **opts)
+    assert r.ok, r.error
+    assert not r.changed, [(s.step, s.status, s.message) for s in r.steps]
+    [p] = api.plan([host], **opts)
+    assert not p.changed and p.ok
+
+
+def test_status_reports_session_port_and_ready(host, opts):
+    [r] = api.status([host], **opts)
+    assert r.ok, r.error
+    [inst] = r.info["instances"]
+    assert inst["running"] and inst["session"] == "yap-stt" and inst["port"] == host.port
+    assert inst["ready"] == "Ready"
+    assert api.targets([host], **opts) == [f"ws://127.0.0.1:{host.port}/api/asr-streaming"]
+
+
+def test_stop_then_clean(host, opts):
+    [r] = api.stop([host], **opts)
+    assert r.ok and statuses(r)["stop"] == Status.CHANGED, r.error
+    tmux = subprocess.run(["tmux", "-L", host.tmux_socket, "has-session", "-t", "=yap-stt"], capture_output=True)
+    assert tmux.returncode != 0
+    [again] = api.stop([host], **opts)
+    assert statuses(again)["stop"] == Status.OK
+    [c] = api.clean([host], **opts)
+    assert c.ok and statuses(c)["clean-files"] == Status.CHANGED
+    base = Path(host.base_dir)
+    assert not (base / "instances").exists() and (base / "state.json").exists()
+    [c2] = api.clean([host], everything=True, **opts)
+    assert c2.ok and not base.exists()
