@@ -31,7 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 
 from yapbench.gpu import GPU_CSV, NVIDIA_SMI_QUERY, GpuSampler, parse_nvidia_smi_line  # noqa: E402
-from yapbench.server.engines.torch_engine import FRAME_SAMPLES, TorchEngine  # noqa: E402
+from yapbench.protocol import FRAME_SAMPLES  # noqa: E402
+from yapbench.server.engines.base import ModelSpec  # noqa: E402
+from yapbench.server.engines.torch_engine import TorchEngine  # noqa: E402
 
 FRAME_MS = 80.0
 MARGIN_MS = 60.0  # a step under 60 ms leaves room for the host side of a real server (sockets, msgpack)
@@ -74,7 +76,7 @@ def speech_like_frames(batch_size: int, count: int, rng: np.random.Generator) ->
 
 
 def time_steps(engine: TorchEngine, frames: list[np.ndarray], warmup: int, min_steps: int, min_s: float) -> list[float]:
-    active = np.ones(engine.batch_size, dtype=bool)
+    active = np.ones(engine.spec.batch_size, dtype=bool)
     for i in range(warmup):
         engine.step(frames[i % len(frames)], active)
     times: list[float] = []
@@ -100,7 +102,10 @@ def measure(mode: str, batch_size: int, args: argparse.Namespace, gpu_csv: Path)
     t_start = time.time()
     engine: TorchEngine | None = None
     try:
-        engine = TorchEngine(batch_size, device="cuda", cuda_graph=mode == "graph")
+        # model={} is stt-1b-en_fr's [modules.asr.model]; asr_delay and extra heads as in its config.
+        spec = ModelSpec(batch_size, asr_delay_in_tokens=6, extra_heads=4, model={},
+                         options={"device": "cuda", "cuda_graph": mode == "graph"})
+        engine = TorchEngine(spec)
         frames = speech_like_frames(batch_size, 8, np.random.default_rng(batch_size))
         t_window = time.time()
         times = time_steps(engine, frames, args.warmup, args.min_steps, args.min_seconds)
@@ -108,6 +113,8 @@ def measure(mode: str, batch_size: int, args: argparse.Namespace, gpu_csv: Path)
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
         return StepTiming(mode, batch_size, 0, None, None, None, None, t_start, time.time(), error)
     finally:
+        if engine is not None:
+            engine.close()
         del engine
         torch.cuda.synchronize()
     t_end = time.time()

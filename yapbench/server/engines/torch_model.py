@@ -18,14 +18,17 @@ torch_engine.py replaces.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-TEXT_PAD = 3  # Kyutai's text stream: 3 pads, 0 ends a padding run just before a word (PROTOCOL.md §3)
-TEXT_EPAD = 0
+# moshi-server's [modules.asr.model.transformer] keys this network implements, with the only values it supports;
+# anything else would be a different architecture and so a different cost.
+SUPPORTED = {"causal": True, "norm_first": True, "bias_ff": False, "bias_attn": False, "use_conv_block": False,
+             "gating": "silu", "norm": "RmsNorm", "positional_embedding": "Rope", "kv_repeat": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,25 @@ class SttConfig:
     text_out_vocab_size: int = 8000
     extra_heads: int = 4
     extra_head_dim: int = 6
+
+    @classmethod
+    def from_model_table(cls, model: dict[str, Any]) -> SttConfig:
+        """From a moshi-server [modules.asr.model] table (PROTOCOL.md §6); missing keys take the 1B's values.
+
+        Raises ValueError for a key whose value needs another architecture (GQA, LayerNorm, biases, ...).
+        """
+        if not model:
+            return cls()
+        transformer = dict(model.get("transformer") or {})
+        for key, wanted in SUPPORTED.items():
+            if key in transformer and transformer[key] != wanted:
+                raise ValueError(f"transformer.{key} = {transformer[key]!r} is not supported (only {wanted!r})")
+        heads = model.get("extra_heads") or {}
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {k: v for k, v in {**model, **transformer}.items() if k in known}
+        values["extra_heads"] = int(heads.get("num_heads", 0))  # no table: no semantic VAD, no Step (2.6B)
+        values["extra_head_dim"] = int(heads.get("dim", 6))
+        return cls(**values)
 
     @property
     def head_dim(self) -> int:
@@ -171,7 +193,8 @@ class SttModel(nn.Module):
             x = layer(x, self.pos, active, self.cache_k[i], self.cache_v[i])
         h = self.out_norm(x)
         logits = self.text_linear(h).float()
-        prs = self.extra_heads(h).float().view(-1, self.cfg.extra_heads, self.cfg.extra_head_dim).softmax(dim=-1)
+        heads = self.extra_heads(h).float().view(x.shape[0], self.cfg.extra_heads, self.cfg.extra_head_dim)
+        prs = heads.softmax(dim=-1)
         self.pos += active.long()
         return logits, prs
 
