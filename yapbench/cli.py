@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "warmup": ("yapbench.commands.warmup", "health check: stream a short sample fast, OK or FAIL"),
     "report": ("yapbench.report.cli", "build report.html, PNGs and summary.json from a run directory"),
     "gate": ("yapbench.gates", "apply thresholds (and a baseline) to a run: exit 0 pass, 1 fail"),
-    "capacity": ("yapbench.capacity", "find the most real-time streams a server holds under SLOs"),
+    "capacity": ("yapbench.capacity.cli", "find the most real-time streams a server holds under SLOs"),
     "provision": ("provision.cli", "deploy yap-server / moshi-server on GPU hosts over SSH"),
 }
 

@@ -8,7 +8,7 @@ from ..options import SESSION_OPTIONS
 from ..samples import DEFAULT_MANIFEST
 
 DEFAULT_SAMPLES = "mid.wav,short-noisy.wav,real/en_*"
-SHAPES = ("none", "ramp", "steps", "spike")
+SHAPES = ("none", "ramp", "steps", "spike", "capacity")
 
 
 @events.init_command_line_parser.add_listener
@@ -31,6 +31,8 @@ def add_options(parser) -> None:
                              "or a spike to -u in the middle third")
     parser.add_argument("--step-users", type=int, default=10, help="users added per step (--shape steps)")
     parser.add_argument("--step-time", type=float, default=30.0, help="seconds per step (--shape steps)")
+    parser.add_argument("--capacity-spec", default="", include_in_web_ui=False,
+                        help="search parameters for --shape capacity (written by `yapbench capacity`)")
     parser.add_argument("--gates", default="", help="gates TOML: the run's exit code follows its verdict")
     parser.add_argument("--baseline", default="", help="baseline run directory for the gates' regression limits")
     parser.add_argument("--no-report", action="store_true", default=False, include_in_web_ui=False,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from pathlib import Path
 
 from locust import LoadTestShape, events
+from locust.runners import WorkerRunner
 
 from ..errors import UserError
+from .recorder import run_dir_of
 
 
 class RampShape(LoadTestShape):
@@ -59,10 +62,16 @@ class SpikeShape(LoadTestShape):
         return (self.peak if in_spike else base), float(self.peak)
 
 
-def shape_from_options(opts) -> LoadTestShape | None:
+def shape_from_options(opts, run_dir: Path | None) -> LoadTestShape | None:
     kind = getattr(opts, "shape", "none")
     if kind == "none":
         return None
+    if kind == "capacity":
+        if not opts.capacity_spec or run_dir is None:
+            raise UserError("--shape capacity needs --capacity-spec (use `yapbench capacity`), on the master")
+        from ..capacity.shape import CapacityShape
+
+        return CapacityShape.from_spec_file(Path(opts.capacity_spec), run_dir, opts.spawn_rate or 10.0)
     peak = opts.num_users or 1
     duration = float(opts.run_time) if opts.run_time else None
     if kind == "steps":
@@ -77,8 +86,10 @@ def _install_shape(environment, **_kw) -> None:
     opts = environment.parsed_options
     if opts is None or environment.shape_class is not None or not hasattr(opts, "shape"):
         return
+    if isinstance(environment.runner, WorkerRunner):
+        return  # shapes run on the master
     try:
-        shape = shape_from_options(opts)
+        shape = shape_from_options(opts, run_dir_of(environment))
     except UserError as exc:
         logging.getLogger("yapbench").error("yapbench: %s", exc)
         sys.exit(2)

@@ -1,0 +1,108 @@
+"""`yapbench capacity`: run the capacity search as a Locust load shape, then answer in one line.
+
+Exit codes: 0 an answer was found, 1 even the first level broke an SLO, 2 unusable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import UserError
+from ..options import add_session_options
+
+DEFAULT_SLOS = ("word_lag.p95<=1000ms",)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None, help="server(s) (default: the embedded reference server)")
+    parser.add_argument("--slo", action="append", default=[], metavar="EXPR",
+                        help='a condition every level must hold, e.g. "first_word.p95<=1000ms" (repeatable; '
+                             f'default {DEFAULT_SLOS[0]!r})')
+    parser.add_argument("--start", type=int, default=4, help="first concurrency (default 4)")
+    parser.add_argument("--factor", type=float, default=2.0, help="growth factor while every SLO holds (default 2)")
+    parser.add_argument("--max-users", type=int, default=1024, help="highest concurrency to try (default 1024)")
+    parser.add_argument("--resolution", type=int, default=2, help="stop bisecting at this many streams (default 2)")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds per measurement window (default 10)")
+    parser.add_argument("--settle", type=float, default=None, help="seconds ignored after a level change "
+                                                                   "(default: one window)")
+    parser.add_argument("--stable-windows", type=int, default=3, help="windows that must agree (default 3)")
+    parser.add_argument("--tolerance", type=float, default=0.10, help="relative agreement of those windows (0.10)")
+    parser.add_argument("--max-windows", type=int, default=6, help="give up waiting for stability after this many")
+    parser.add_argument("--allow-rejections", action="store_true",
+                        help="do not stop at the first capacity rejection (judge by the SLOs only)")
+    parser.add_argument("--samples", default=None, help="manifest names/globs or lang:xx")
+    parser.add_argument("--processes", type=int, default=0, help="Locust worker processes (see yapbench run)")
+    parser.add_argument("--run-dir", default="", help="run directory (default reports/<run-id>)")
+    server = parser.add_argument_group("embedded reference server (when no --host is given)")
+    server.add_argument("--server-engine", default="synthetic", help="synthetic (default), sphinx or torch")
+    server.add_argument("--server-batch-size", type=int, default=64, help="slots (default 64)")
+    add_session_options(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..commands.run import locust_command
+    from ..options import server_url
+    from ..runlog import default_run_dir
+    from ..slo import parse_condition
+    from .search import SearchSpec
+    from .shape import CAPACITY_JSON, SPEC_JSON
+
+    slos = tuple(args.slo) or DEFAULT_SLOS
+    for s in slos:
+        parse_condition(s)  # a typo fails now, not after minutes of load
+    try:
+        spec = SearchSpec(slos=slos, start=args.start, factor=args.factor, max_users=args.max_users,
+                          resolution=args.resolution, window_s=args.window,
+                          settle_s=args.window if args.settle is None else args.settle,
+                          stable_windows=args.stable_windows, tolerance=args.tolerance, max_windows=args.max_windows,
+                          stop_on_rejection=not args.allow_rejections)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    run_dir = Path(args.run_dir or default_run_dir())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / SPEC_JSON).write_text(json.dumps(asdict(spec), indent=2) + "\n", encoding="utf-8")
+    # Every user streams back to back (no think time): concurrency = users.
+    args.users, args.spawn_rate, args.run_time, args.think_time = spec.max_users, 50.0, "24h", 0.0
+    args.shape, args.gates, args.baseline = "capacity", "", ""
+
+    def run_load(host: str) -> int:
+        cmd = locust_command(args, host, str(run_dir)) + ["--capacity-spec", str(run_dir / SPEC_JSON)]
+        return subprocess.call(cmd)
+
+    if args.host:
+        code = run_load(",".join(server_url(h.strip()) for h in args.host.split(",") if h.strip()))
+    else:
+        from ..server.launch import start_server
+
+        with start_server(engine=args.server_engine, batch_size=args.server_batch_size) as server:
+            print(f"embedded reference server on {server.url}", file=sys.stderr)
+            code = run_load(server.url)
+    answer_path = run_dir / CAPACITY_JSON
+    if not answer_path.exists():
+        print(f"yapbench capacity: the load ended (exit {code}) before any level was measured", file=sys.stderr)
+        return 2
+    answer = json.loads(answer_path.read_text(encoding="utf-8"))
+    from .plot import plot_capacity
+
+    print(f"capacity curve: {plot_capacity(answer, run_dir)}")
+    print(one_line(answer))
+    return 0 if answer["capacity"] is not None else 1
+
+
+def one_line(answer: dict) -> str:
+    cap, bad = answer["capacity"], answer["first_bad_users"]
+    broke = ", ".join(answer["broken_first"]) or "nothing"
+    if answer["limit"] == "generator":
+        return (f"capacity: the load generator was the limit at {bad} streams (send lag p99 > 10 ms), not the server; "
+                f"add Locust workers (--processes) and run again. Last level held by the server: {cap}")
+    if cap is None:
+        return f"capacity: even the first level ({bad} streams) broke: {broke}"
+    if answer["limit"] == "max_users":
+        return f"capacity: at least {cap} real-time streams: every SLO held up to --max-users"
+    return (f"capacity: {cap} real-time streams hold every SLO (resolution {answer['resolution']}); "
+            f"at {bad} streams: {broke}")

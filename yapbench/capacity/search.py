@@ -1,0 +1,159 @@
+"""The capacity search, free of Locust and I/O: which concurrency to try next, when a level is stable, the answer.
+
+Method (docs/capacity.md): step concurrency up geometrically from --start until an SLO breaks, rejections begin
+or the generator saturates; then bisect between the last good and the first bad level down to --resolution.
+Each level is held until its SLO metrics are stable: the last `stable_windows` windows agree within `tolerance`
+(relative to their mean), as Triton's perf_analyzer does, or `max_windows` have passed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..slo import CheckResult, Condition
+
+GENERATOR_LAG_LIMIT_MS = 10.0
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    slos: tuple[str, ...]
+    start: int = 4
+    factor: float = 2.0
+    max_users: int = 1024
+    resolution: int = 2
+    window_s: float = 10.0
+    settle_s: float = 10.0  # ignored time after a level change (sessions of the old level drain)
+    stable_windows: int = 3
+    tolerance: float = 0.10
+    max_windows: int = 6
+    stop_on_rejection: bool = True
+
+    def __post_init__(self) -> None:
+        if self.start < 1 or self.max_users < self.start:
+            raise ValueError("need 1 <= --start <= --max-users")
+        if self.factor <= 1:
+            raise ValueError("--factor must be > 1")
+        if self.resolution < 1:
+            raise ValueError("--resolution must be >= 1")
+        if self.window_s <= 0 or self.stable_windows < 1 or self.max_windows < self.stable_windows:
+            raise ValueError("need --window > 0 and 1 <= --stable-windows <= --max-windows")
+
+
+@dataclass
+class LevelResult:
+    users: int
+    checks: list[CheckResult]
+    rejection_rate: float
+    send_lag_p99_ms: float | None
+    windows: int
+    stable: bool
+    sessions: int
+    values: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def generator_bound(self) -> bool:
+        return self.send_lag_p99_ms is not None and self.send_lag_p99_ms > GENERATOR_LAG_LIMIT_MS
+
+    @property
+    def broken(self) -> list[str]:
+        return [str(c.condition) for c in self.checks if not c.passed]
+
+    def passed(self, stop_on_rejection: bool) -> bool:
+        return not self.broken and not (stop_on_rejection and self.rejection_rate > 0) and not self.generator_bound
+
+    def as_dict(self, stop_on_rejection: bool) -> dict:
+        return {
+            "users": self.users,
+            "passed": self.passed(stop_on_rejection),
+            "broken": self.broken,
+            "rejection_rate": self.rejection_rate,
+            "send_lag_p99_ms": self.send_lag_p99_ms,
+            "generator_bound": self.generator_bound,
+            "windows": self.windows,
+            "stable": self.stable,
+            "sessions": self.sessions,
+            "values": self.values,
+        }
+
+
+def is_stable(series: Sequence[Sequence[float | None]], n: int, tolerance: float) -> bool:
+    """True when, for every metric, the last n windows' values lie within `tolerance` of their mean."""
+    if len(series) < n:
+        return False
+    for values in zip(*series[-n:]):
+        if any(v is None for v in values):
+            return False
+        mean = sum(values) / n
+        spread = max(values) - min(values)
+        if spread > tolerance * abs(mean) and spread > 1e-9:
+            return False
+    return True
+
+
+class CapacitySearch:
+    """Decides the levels; `record(level)` returns the next concurrency, or None when the search is over."""
+
+    def __init__(self, spec: SearchSpec) -> None:
+        self.spec = spec
+        self.levels: list[LevelResult] = []
+        self.good: LevelResult | None = None
+        self.bad: LevelResult | None = None
+        self.limit = ""  # what ended the search: slo, rejections, generator, max_users, first_level
+
+    @property
+    def first_level(self) -> int:
+        return self.spec.start
+
+    def record(self, level: LevelResult) -> int | None:
+        self.levels.append(level)
+        ok = level.passed(self.spec.stop_on_rejection)
+        if ok and (self.good is None or level.users > self.good.users):
+            self.good = level
+        if not ok and (self.bad is None or level.users < self.bad.users):
+            self.bad = level
+        if level.generator_bound:
+            # The generator, not the server, stopped keeping time: no level above this can be trusted.
+            self.limit = "generator"
+            return None
+        if self.bad is None:
+            if level.users >= self.spec.max_users:
+                self.limit = "max_users"
+                return None
+            return min(self.spec.max_users, max(level.users + 1, math.ceil(level.users * self.spec.factor)))
+        if self.good is None:
+            self.limit = "first_level"
+            return None
+        if self.bad.users - self.good.users <= self.spec.resolution:
+            self.limit = "rejections" if self.bad.rejection_rate > 0 and not self.bad.broken else "slo"
+            return None
+        return (self.good.users + self.bad.users) // 2
+
+    def answer(self) -> dict:
+        bad = self.bad
+        return {
+            "capacity": self.good.users if self.good else None,
+            "limit": self.limit,
+            "resolution": self.spec.resolution,
+            "first_bad_users": bad.users if bad else None,
+            "broken_first": (bad.broken or (["rejections"] if bad.rejection_rate > 0 else [])) if bad else [],
+            "levels": [lv.as_dict(self.spec.stop_on_rejection) for lv in sorted(self.levels, key=lambda l: l.users)],
+            "slos": list(self.spec.slos),
+        }
+
+
+def evaluate_level(users: int, summary: dict, conditions: Sequence[Condition], windows: int, stable: bool,
+                   ) -> LevelResult:
+    checks = [c.check(summary) for c in conditions]
+    return LevelResult(
+        users=users,
+        checks=checks,
+        rejection_rate=float(summary.get("rejection_rate") or 0.0),
+        send_lag_p99_ms=summary.get("send_lag", {}).get("p99"),
+        windows=windows,
+        stable=stable,
+        sessions=int(summary.get("sessions") or 0),
+        values={str(c.path): r.value for c, r in zip(conditions, checks)},
+    )

@@ -1,0 +1,127 @@
+"""The capacity search as a Locust load shape: it sets the user count, closes measurement windows, decides.
+
+It runs in the Locust master (or the standalone process), reads its own run directory between windows (the
+report's summarize code, in a thread so the hub keeps pacing streams), and writes capacity.json at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import gevent
+import numpy as np
+from locust import LoadTestShape
+
+from ..slo import parse_condition
+from .search import CapacitySearch, SearchSpec, evaluate_level, is_stable
+
+log = logging.getLogger("yapbench")
+CAPACITY_JSON = "capacity.json"
+SPEC_JSON = "capacity_spec.json"
+
+
+def window_summary(run_dir: Path, level_start: float, w_start: float, w_end: float) -> dict:
+    """Summary of the sessions that started at this level and ended in [w_start, w_end)."""
+    from ..report.load import load_run
+    from ..report.summary import summarize_data
+
+    run = load_run(run_dir, since=level_start)
+    s = run.sessions
+    keep = ((s["ended_at"] >= w_start) & (s["ended_at"] < w_end) & (s["outcome"] != "cancelled")).to_numpy()
+    new_row = np.cumsum(keep) - 1
+    words = run.words
+    if len(words):
+        wmask = keep[words["srow"].to_numpy()]
+        words = words[wmask].copy()
+        words["srow"] = new_row[words["srow"].to_numpy()]
+    lag = run.send_lag[(run.send_lag["t"] >= w_start) & (run.send_lag["t"] < w_end)]
+    window = replace(run, sessions=s[keep].reset_index(drop=True), words=words.reset_index(drop=True),
+                     send_lag=lag, start=w_start, end=w_end)
+    return summarize_data(window)
+
+
+class CapacityShape(LoadTestShape):
+    """Holds each level for settle + windows; asks CapacitySearch for the next one; stops when it says so."""
+
+    def __init__(self, spec: SearchSpec, run_dir: Path, spawn_rate: float) -> None:
+        super().__init__()
+        self.spec = spec
+        self.run_dir = Path(run_dir)
+        self.spawn_rate = spawn_rate
+        self.conditions = [parse_condition(s) for s in spec.slos]
+        self.search = CapacitySearch(spec)
+        self.users: int | None = None
+        self.level_start = 0.0
+        self.window_values: list[list[float | None]] = []
+        self._pending: gevent.Greenlet | None = None
+        self._done = False
+
+    @classmethod
+    def from_spec_file(cls, path: Path, run_dir: Path, spawn_rate: float) -> "CapacityShape":
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw["slos"] = tuple(raw["slos"])
+        return cls(SearchSpec(**raw), run_dir, spawn_rate)
+
+    def _start_level(self, users: int) -> None:
+        log.info("yapbench capacity: holding %d streams", users)
+        self.users = users
+        self.level_start = time.time()
+        self.window_values = []
+
+    def _windows_closed(self) -> int:
+        measured = time.time() - self.level_start - self.spec.settle_s
+        return max(0, int(measured // self.spec.window_s))
+
+    def tick(self):
+        if self._done:
+            return None
+        if self.users is None:
+            self._start_level(self.search.first_level)
+        if self._pending is not None:
+            if not self._pending.ready():
+                return self.users, self.spawn_rate
+            result, self._pending = self._pending.get(), None
+            if result is not None:
+                self._advance(result)
+                if self._done:
+                    return None
+        k = len(self.window_values)
+        if self._windows_closed() > k:
+            w_start = self.level_start + self.spec.settle_s + k * self.spec.window_s
+            pool = gevent.get_hub().threadpool
+            self._pending = gevent.spawn(self._close_window, pool, w_start)
+        return self.users, self.spawn_rate
+
+    def _close_window(self, pool, w_start: float) -> dict | None:
+        """Summarise one window in a thread; return the level verdict once the level is done, else None."""
+        summary = pool.apply(window_summary, (self.run_dir, self.level_start, w_start, w_start + self.spec.window_s))
+        self.window_values.append([c.path.value(summary) for c in self.conditions])
+        n = len(self.window_values)
+        stable = is_stable(self.window_values, self.spec.stable_windows, self.spec.tolerance)
+        if not stable and n < self.spec.max_windows:
+            return None
+        pooled_from = self.level_start + self.spec.settle_s + (n - self.spec.stable_windows) * self.spec.window_s
+        pooled = pool.apply(window_summary, (self.run_dir, self.level_start, pooled_from, w_start + self.spec.window_s))
+        return {"summary": pooled, "windows": n, "stable": stable}
+
+    def _advance(self, result: dict) -> None:
+        level = evaluate_level(self.users, result["summary"], self.conditions, result["windows"], result["stable"])
+        log.info("yapbench capacity: %d streams %s%s", level.users,
+                 "hold" if level.passed(self.spec.stop_on_rejection) else "FAIL",
+                 "" if level.passed(self.spec.stop_on_rejection) else f" ({', '.join(level.broken) or 'rejections'})")
+        nxt = self.search.record(level)
+        self._write()
+        if nxt is None:
+            self._done = True
+        else:
+            self._start_level(nxt)
+
+    def _write(self) -> None:
+        path = self.run_dir / CAPACITY_JSON
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.search.answer(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
