@@ -18,7 +18,7 @@ TARGET_COLUMNS = (("sessions", "sessions"), ("ok", "outcomes.ok"), ("rejected", 
 def render(summary: dict, images: dict[str, str | None], notes: list[str]) -> str:
     run = summary["run"]
     title = f"yapbench report: {run.get('run_id', '')}".rstrip(": ")
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["window"]["start"]))
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(summary["window"]["start"]))
     parts = []
     if summary.get("generator_overloaded"):
         parts.append(f'<div class="warning">Generator send lag p99 is {summary["send_lag"]["p99"]:.1f} ms (&gt; 10 ms): '
@@ -30,7 +30,8 @@ def render(summary: dict, images: dict[str, str | None], notes: list[str]) -> st
                  + _table(("outcome", "sessions", "share"), _outcome_rows(summary))
                  + _table(("metric (ms)", *PERCENTILE_COLUMNS), _percentile_rows(summary)) + "</div>")
     if TARGETS in summary:
-        rows = [(t, *(_fmt(_get(sub, path)) for _, path in TARGET_COLUMNS)) for t, sub in summary[TARGETS].items()]
+        rows = [(t, *(_fmt(_get(sub, path), pct=path.endswith("_rate")) for _, path in TARGET_COLUMNS))
+                for t, sub in summary[TARGETS].items()]
         parts.append("<h2>Per target</h2>" + _table(("target", *(c for c, _ in TARGET_COLUMNS)), rows))
     parts.append("<h2>Word error rate</h2>" + _wer_html(summary))
     for heading, key in (("Latency distributions", "latency_cdf"), ("Over time", "timeseries"),

@@ -16,6 +16,8 @@ from .timeseries import TimeSeries, active_at
 
 CDF_POINTS = 2000
 SCATTER_POINTS = 5000
+LOAD_BANDS = 30
+MIN_BAND_SESSIONS = 20
 DPI = 90
 
 
@@ -128,9 +130,14 @@ def load_vs_latency(run: RunData, out_dir: Path) -> str | None:
     ax = fig.subplots()
     pick = np.random.default_rng(0).permutation(load.size)[:SCATTER_POINTS]
     ax.scatter(load[pick], latency[pick], s=4, alpha=0.3, label=f"sessions ({pick.size:,} of {load.size:,})")
-    by_load = pd.Series(latency).groupby(load).quantile([0.5, 0.95]).unstack()
-    ax.plot(by_load.index, by_load[0.5], color="C1", label="p50")
-    ax.plot(by_load.index, by_load[0.95], color="C3", label="p95")
+    # Percentiles per band of load; bands with few sessions (the ramp) would only draw noise.
+    edges = np.linspace(load.min(), load.max() + 1, LOAD_BANDS + 1)
+    band = np.digitize(load, edges) - 1
+    grouped = pd.Series(latency).groupby(band)
+    by_load = grouped.quantile([0.5, 0.95]).unstack()[grouped.size() >= MIN_BAND_SESSIONS]
+    centers = (edges[:-1] + edges[1:]) / 2
+    ax.plot(centers[by_load.index], by_load[0.5], "o-", color="C1", label="p50 per load band")
+    ax.plot(centers[by_load.index], by_load[0.95], "o-", color="C3", label="p95 per load band")
     ax.set_xlabel("active streams at session start")
     ax.set_ylabel("first word (ms)")
     ax.grid(alpha=0.3)
