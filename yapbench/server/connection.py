@@ -1,0 +1,258 @@
+"""One TCP connection: HTTP requests, then (after a 101) the WebSocket side of one slot.
+
+A raw asyncio.Protocol, no per-message coroutine: bytes in -> frames -> decoded messages into the slot's inbox;
+the model loop's output -> one socket write per step. The receive/send rules are those of batched_asr.rs's
+`recv_loop` / `send_loop` on top of tungstenite:
+- binary frames are decoded with serde's strictness; anything undecodable ends the receive side silently;
+- text, ping and pong frames only count as "a frame arrived" (pings are answered);
+- a Close frame ends the receive side; tungstenite queues the close reply, which only goes out if the server
+  later tries to send something (and that send then fails, closing the send side too);
+- when the slot is released the socket is dropped without a close frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from ..protocol import NO_FREE_CHANNELS, Error, ProtocolError, ServerMessage, decode_client_message, encode_server_message
+from ..wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameError, FrameReader, close_payload, server_frame
+from .httpio import MAX_HEAD, HttpError, Request, parse_head, response, upgrade_response
+from .slots import Slot
+
+if TYPE_CHECKING:
+    from .app import Server
+
+log = logging.getLogger("yapbench.server")
+GARBAGE = b"\xc1\xc1\xc1\xc1"  # 0xc1 is the one byte msgpack never uses: undecodable whatever the client
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+        self.conn_id = server.next_conn_id()
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self._inbuf = bytearray()
+        self._request: Request | None = None
+        self.busy = False  # an HTTP request is being answered asynchronously (offline transcription)
+        # WebSocket state
+        self.ws = False
+        self.slot: Slot | None = None
+        self._reader: FrameReader | None = None
+        self.recv_done = False
+        self.out_closed = False
+        self.peer_closed = False  # a Close frame came in: tungstenite's ClosedByPeer
+        self.stalled = False
+        self.last_frame = self.last_binary = self.last_send = time.monotonic()
+        self._out: list[bytes] = []
+        self._out_kinds: list[tuple[str, str | None]] = []
+        self._sent = 0
+        self._garbage_every = 0
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.transport = None
+        if self.slot is not None:
+            self.recv_done = self.slot.recv_done = True
+            self.out_closed = True
+            self.server.model.wake(self.slot)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ws:
+            self._ws_data(data)
+        else:
+            self._inbuf += data
+            self.parse_requests()
+
+    # --- HTTP ---------------------------------------------------------------------------------------------------
+
+    def parse_requests(self) -> None:
+        while not self.ws and not self.busy and self.transport is not None:
+            if self._request is None:
+                end = self._inbuf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self._inbuf) > MAX_HEAD:
+                        self.respond(response(431, close=True), close=True)
+                    return
+                head = bytes(self._inbuf[:end])
+                del self._inbuf[: end + 4]
+                try:
+                    self._request = parse_head(head)
+                except HttpError as exc:
+                    self.respond(response(exc.status, exc.body.encode(), "text/plain; charset=utf-8", close=True),
+                                 close=True)
+                    return
+            req = self._request
+            if len(self._inbuf) < req.content_length:
+                return
+            req.body = bytes(self._inbuf[: req.content_length])
+            del self._inbuf[: req.content_length]
+            self._request = None
+            self.server.handle_request(self, req)
+
+    def respond(self, data: bytes, close: bool = False) -> None:
+        if self.transport is None:
+            return
+        self.transport.write(data)
+        if close:
+            self.transport.close()
+
+    def finish_async(self, data: bytes, keep_alive: bool) -> None:
+        """The answer to a request that `busy` held back; then carry on with pipelined requests."""
+        self.busy = False
+        self.respond(data, close=not keep_alive)
+        if keep_alive:
+            self.parse_requests()
+
+    # --- WebSocket ----------------------------------------------------------------------------------------------
+
+    def upgrade(self, req: Request, probe: bool = False) -> None:
+        """Write the 101, then take a slot or turn the client away as moshi does (after the upgrade).
+
+        `probe`: launch.py's readiness handshake, exempt from faults and marked in the event log."""
+        assert self.transport is not None
+        self.transport.write(upgrade_response(req))
+        self.ws = True
+        self._reader = FrameReader(expect_masked=True)
+        self.last_frame = self.last_binary = self.last_send = time.monotonic()
+        events = self.server.events
+        slot = self.server.model.acquire(self, faults=not probe)
+        if slot is None:
+            log.error("no free channels conn=%d peer=%s", self.conn_id, self.peer)
+            if events:
+                events.event("reject", self.conn_id)
+            msg = Error(NO_FREE_CHANNELS)
+            self._write_now([server_frame(encode_server_message(msg)), server_frame(close_payload(None), OP_CLOSE)],
+                            [("Error", None), ("Close", None)])
+            self.transport.close()
+            return
+        self.slot = slot
+        self._garbage_every = slot.faults.garbage_every
+        self.server.ws_connections.add(self)
+        log.info("batched-asr channel batch_idx=%d conn=%d peer=%s", slot.index, self.conn_id, self.peer)
+        if events:
+            events.event("accept", self.conn_id, slot=slot.index, **({"probe": True} if probe else {}))
+        if self._inbuf:  # frames that came in the same packet as the request
+            pending, self._inbuf = bytes(self._inbuf), bytearray()
+            self._ws_data(pending)
+
+    def _ws_data(self, data: bytes) -> None:
+        if self.recv_done or self.stalled or self.slot is None:
+            return  # the receive loop has ended: nothing more is read
+        assert self._reader is not None
+        try:
+            frames = self._reader.feed(data)
+        except FrameError as exc:
+            self.end_recv(f"task failed name=\"recv_loop\" err={exc}")
+            return
+        now = time.monotonic()
+        self.last_frame = now
+        model, slot = self.server.model, self.slot
+        for frame in frames:
+            if now - self.last_binary > self.server.config.long_timeout_s:
+                self.end_recv("recv loop long timeout")
+                return
+            op = frame.opcode
+            if op == OP_BINARY:
+                self.last_binary = now
+                try:
+                    msg = decode_client_message(frame.payload)
+                except ProtocolError as exc:
+                    self.end_recv(f"task failed name=\"recv_loop\" err={exc}")
+                    return
+                model.push(slot, msg)
+            elif op == OP_PING:
+                self._write_now([server_frame(frame.payload, OP_PONG)], [("Pong", None)])
+            elif op == OP_CLOSE:
+                self.peer_closed = True
+                self.end_recv("client closed")
+                return
+            # text and pong frames: ignored, they only reset the short timeout
+
+    def end_recv(self, reason: str) -> None:
+        if self.recv_done or self.slot is None:
+            return
+        log.info("recv loop ended conn=%d batch_idx=%d: %s", self.conn_id, self.slot.index, reason)
+        self.recv_done = self.slot.recv_done = True
+        self.server.model.wake(self.slot)
+
+    def stall(self) -> None:
+        self.stalled = True
+
+    # --- Sink (what the model loop calls) ----------------------------------------------------------------------
+
+    def queue(self, kind: str, payload: bytes, msg: ServerMessage | None) -> None:
+        if self.out_closed or self.stalled:
+            return
+        self._sent += 1
+        if self._garbage_every and self._sent % self._garbage_every == 0:
+            kind, payload, msg = "Garbage", GARBAGE, None
+        self._out.append(server_frame(payload))
+        self._out_kinds.append((kind, getattr(msg, "text", None)))
+
+    def flush(self) -> None:
+        if self._out:
+            chunks, kinds = self._out, self._out_kinds
+            self._out, self._out_kinds = [], []
+            self._send(chunks, kinds)
+
+    def send_ping(self) -> None:
+        if not self.out_closed and not self.stalled:
+            self._send([server_frame(b"", OP_PING)], [("Ping", None)])
+
+    def _send(self, chunks: list[bytes], kinds: list[tuple[str, str | None]]) -> None:
+        """The send loop's `sender.send`: after a peer Close, flush the close reply and fail (tungstenite)."""
+        if self.transport is None or self.out_closed:
+            return
+        if self.peer_closed:
+            self._write_now([server_frame(close_payload(None), OP_CLOSE)], [("Close", None)])
+            self.out_closed = True
+            if self.slot is not None:
+                self.server.model.wake(self.slot)
+            return
+        self._write_now(chunks, kinds)
+
+    def _write_now(self, chunks: list[bytes], kinds: list[tuple[str, str | None]]) -> None:
+        if self.transport is None:
+            return
+        events = self.server.events
+        t = time.time()  # right before the write: clients compare their receive times with it
+        self.transport.write(b"".join(chunks))
+        self.last_send = time.monotonic()
+        if events:
+            events.sends(self.conn_id, t, kinds)
+
+    def released(self, close_code: int | None | bool) -> None:
+        self.slot = None
+        self.server.ws_connections.discard(self)
+        if self.transport is None:
+            return
+        if close_code is not False and not self.out_closed:
+            self._write_now([server_frame(close_payload(close_code), OP_CLOSE)], [("Close", None)])
+        self.transport.close()
+
+    # --- keep-alive (called by the server's housekeeping) -------------------------------------------------------
+
+    def check_timeouts(self, now: float) -> None:
+        if self.slot is None or self.stalled:
+            return
+        if not self.recv_done and now - self.last_frame > self.server.config.short_timeout_s:
+            self.end_recv("recv loop short timeout")
+        if now - self.last_send >= self.server.config.ping_every_s:
+            self.send_ping()
