@@ -4,8 +4,9 @@ Two samplers write the same file (columns `GPU_COLUMNS`, t in epoch seconds, one
 keeps what was sampled):
 
 - `GpuSampler`: this host, through NVML (pynvml, from nvidia-ml-py). NVML calls are blocking C calls, so sampling
-  runs in a real OS thread, taken from gevent's originals when the load generator has monkey-patched `threading`:
-  a greenlet would both stall the event loop for the call's duration and be starved by a busy loop.
+  runs in a real OS thread, started and paced with `_thread`'s native primitives (gevent's originals when the load
+  generator has monkey-patched): a greenlet would stall the event loop for each call and be starved by a busy
+  loop, and even the original `threading.Thread`/`Event` classes use the patched module's locks after patching.
 - `RemoteGpuSampler`: the server's host, over an invoke/fabric connection: streams `nvidia-smi --query-gpu ...
   -lms` and parses each line. That is I/O only, so it runs fine on whatever threads the connection library uses
   (greenlets under gevent).
@@ -20,8 +21,8 @@ import csv
 import io
 import math
 import sys
-import threading
 import time
+import _thread
 import uuid
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -49,13 +50,13 @@ class GpuSample:
     sm_clock_mhz: float | None
 
 
-def _real_thread_primitives() -> tuple[type, type]:
-    """threading.Thread and Event as the OS provides them, also after gevent's monkey-patching."""
+def _native_thread_primitives() -> tuple[Callable[..., int], Callable[[], Any]]:
+    """`_thread.start_new_thread` and `allocate_lock` as the OS provides them, also after gevent's patching."""
     if "gevent" in sys.modules:  # no gevent imported means nothing can have been patched
         from gevent import monkey
 
-        return monkey.get_original("threading", "Thread"), monkey.get_original("threading", "Event")
-    return threading.Thread, threading.Event
+        return monkey.get_original("_thread", "start_new_thread"), monkey.get_original("_thread", "allocate_lock")
+    return _thread.start_new_thread, _thread.allocate_lock
 
 
 class _CsvSink:
@@ -113,7 +114,7 @@ def _nvml_sample(handle: Any, index: int, name: str, t: float) -> GpuSample:
         util_pct=util,
         mem_used_mib=None if mem is None else round(mem.used / MIB, 1),
         mem_total_mib=None if mem is None else round(mem.total / MIB, 1),
-        power_w=None if power_mw is None else round(power_mw / 1000.0, 1),
+        power_w=None if power_mw is None else round(power_mw / 1000.0, 2),
         temp_c=temp,
         sm_clock_mhz=clock,
     )
@@ -127,9 +128,12 @@ class GpuSampler:
         self.note: str | None = None  # why nothing is sampled, when that is so
         self._sink = _CsvSink(run_dir)
         self._handles: list[tuple[int, str, Any]] = []
-        thread_cls, event_cls = _real_thread_primitives()
-        self._stop = event_cls()
-        self._thread = thread_cls(target=self._loop, name="yapbench-gpu", daemon=True)
+        self._start_thread, allocate_lock = _native_thread_primitives()
+        # Two native locks, held while the thread runs: stop() releases `_stop` (the thread's wait then succeeds);
+        # the thread releases `_done` as it exits (stop() waits on it).
+        self._stop = allocate_lock()
+        self._done = allocate_lock()
+        self._running = False
 
     @property
     def rows(self) -> int:
@@ -152,23 +156,31 @@ class GpuSampler:
             self.note = "no GPU telemetry: NVML sees no GPU"
             self._shutdown_nvml()
             return self
-        self._thread.start()
+        self._stop.acquire()
+        self._done.acquire()
+        self._running = True
+        self._start_thread(self._loop, ())
         return self
 
     def _loop(self) -> None:
-        next_t = time.monotonic()
-        while not self._stop.is_set():
-            now = time.time()
-            for index, name, handle in self._handles:
-                self._sink.write(_nvml_sample(handle, index, name, now))
-            # Fixed cadence, not sleep(interval) after the work: samples stay one interval apart.
-            next_t += self.interval_s
-            self._stop.wait(max(0.0, next_t - time.monotonic()))
+        try:
+            next_t = time.monotonic()
+            while True:
+                now = time.time()
+                for index, name, handle in self._handles:
+                    self._sink.write(_nvml_sample(handle, index, name, now))
+                # Fixed cadence, not sleep(interval) after the work: samples stay one interval apart.
+                next_t += self.interval_s
+                if self._stop.acquire(timeout=max(0.0, next_t - time.monotonic())):
+                    return
+        finally:
+            self._done.release()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5 * self.interval_s + 5)
+        if self._running:
+            self._running = False
+            self._stop.release()
+            self._done.acquire(timeout=5 * self.interval_s + 5)
         if self._handles:
             self._shutdown_nvml()
         self._sink.close()
