@@ -20,7 +20,8 @@ NOT_SERVED = {"rejected", "auth_failed", "connect_failed"}
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_run(tmp_path_factory.mktemp("fleet") / "run",
-                    Spec(sessions=300, targets=("ws://10.0.0.1:8080", "ws://10.0.0.2:8080"), rejected=0.1, seed=3))
+                    Spec(sessions=300, targets=("ws://10.0.0.1:8080", "ws://10.0.0.2:8080"), rejected=0.1,
+                         failed=0.1, seed=3))
 
 
 def raw(run: Path) -> tuple[list[dict], list[dict], np.ndarray]:
@@ -66,8 +67,9 @@ def test_counts_rates_throughput(fleet: Path) -> None:
     assert summary["outcomes"]["protocol_error"] == 0  # every known outcome is present, zero or not
     assert summary["rejection_rate"] == pytest.approx(outcomes.count("rejected") / n)
     assert summary["ok_rate"] == pytest.approx(outcomes.count("ok") / n)
-    assert summary["error_rate"] == pytest.approx(sum(o not in ("ok", "rejected") for o in outcomes) / n)
+    assert summary["error_rate"] == pytest.approx(sum(o not in ("ok", "rejected", "cancelled") for o in outcomes) / n)
     assert summary["rejection_rate"] > 0 and summary["error_rate"] > 0
+    assert summary["outcomes"]["cancelled"] > 0  # stopped by the load: not an error
     assert summary["duration_s"] == pytest.approx(60.0)
     assert summary["throughput"]["sessions_per_s"] == pytest.approx(n / 60.0)
     assert summary["throughput"]["audio_s_per_s"] == pytest.approx(sum(s["audio_s"] for s in sessions) / 60.0)

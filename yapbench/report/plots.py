@@ -19,6 +19,7 @@ SCATTER_POINTS = 5000
 LOAD_BANDS = 30
 MIN_BAND_SESSIONS = 20
 DPI = 90
+OUTCOME_COLOURS = {"ok": "C2", "rejected": "C1", "cancelled": "C7"}  # everything else is an error: red
 
 
 def _save(fig: Figure, out_dir: Path, name: str) -> str:
@@ -150,7 +151,7 @@ def outcomes(counts: dict[str, int], out_dir: Path) -> str:
     ax = fig.subplots()
     names = list(counts)
     bars = ax.bar(names, [counts[n] for n in names],
-                  color=["C2" if n == "ok" else "C1" if n == "rejected" else "C3" for n in names])
+                  color=[OUTCOME_COLOURS.get(n, "C3") for n in names])
     ax.bar_label(bars, fontsize=8)
     ax.set_ylabel("sessions")
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..metrics import summarize
+from ..metrics import NOT_ERRORS, summarize
 from . import wer
 from .load import RunData
 from .schema import (GPU_FIELDS, OUTCOMES, SCHEMA_VERSION, SEND_LAG_METRIC, SESSION_METRICS, TARGETS,
@@ -69,7 +69,7 @@ def _section(sessions: pd.DataFrame, words: pd.DataFrame, duration_s: float) -> 
         "outcomes": outcomes,
         "ok_rate": _ratio(outcomes["ok"], n),
         "rejection_rate": _ratio(outcomes["rejected"], n),
-        "error_rate": _ratio(n - outcomes["ok"] - outcomes["rejected"], n),
+        "error_rate": _ratio(n - sum(outcomes.get(str(o), 0) for o in NOT_ERRORS), n),
     }
     for key, col in SESSION_METRICS.items():
         out[key] = stats(served[col])

@@ -29,7 +29,7 @@ class Spec:
     targets: tuple[str, ...] = ("ws://127.0.0.1:8080",)
     samples: dict[str, str] = field(default_factory=lambda: dict(SAMPLES))
     rejected: float = 0.05  # fraction of sessions rejected
-    failed: float = 0.02  # fraction ending in disconnected / no_ready / connect_failed
+    failed: float = 0.02  # fraction ending in disconnected / no_ready / connect_failed / cancelled
     word_error: float = 0.05  # chance a word is substituted
     send_lag_ms: float = 1.0  # scale of the generator's send lag
     gpu: bool = True
@@ -70,7 +70,7 @@ def _session(rng: np.random.Generator, spec: Spec, i: int, t0: float, names: lis
     ref = spec.samples[sample].split()
     r = rng.random()
     outcome = (Outcome.REJECTED if r < spec.rejected else
-               (Outcome.DISCONNECTED, Outcome.NO_READY, Outcome.CONNECT_FAILED)[i % 3]
+               (Outcome.DISCONNECTED, Outcome.NO_READY, Outcome.CONNECT_FAILED, Outcome.CANCELLED)[i % 4]
                if r < spec.rejected + spec.failed else Outcome.OK)
     started = t0 + rng.random() * spec.duration_s * 0.8
     res = SessionResult(session_id=f"s{i:07d}", target=spec.targets[i % len(spec.targets)], sample=sample,
@@ -100,7 +100,7 @@ def _session(rng: np.random.Generator, spec: Spec, i: int, t0: float, names: lis
                                     stop_time=start + 0.4, end_lag_ms=w_lag + 30.0))
     res.first_word_ms = res.words[0].recv_ms
     res.audio_s, res.frames_planned, res.frames_sent, res.steps = audio_s, frames, frames, frames
-    if outcome == Outcome.DISCONNECTED:  # cut half-way: fewer frames, fewer words, no flush
+    if outcome in (Outcome.DISCONNECTED, Outcome.CANCELLED):  # cut half-way: fewer frames, fewer words, no flush
         res.words = res.words[: len(ref) // 2]
         res.frames_sent = frames // 2
     else:
