@@ -48,6 +48,7 @@ class HostSpec:
     server_command: str | None = None  # bring your own server: "{config}", "{port}", "{addr}" are filled in
     min_free_gb: float = 30.0
     path_prefix: tuple[str, ...] = ()  # prepended to PATH for every remote command
+    python: str = "python3"  # load hosts (`provision workers`): the interpreter for yapbench's venv
 
     def __post_init__(self) -> None:
         if not self.name:
