@@ -7,6 +7,7 @@ import time
 from importlib import resources
 from string import Template
 
+from ..slo import parse_path
 from .schema import TARGETS, TIME_METRICS
 
 PERCENTILE_COLUMNS = ("count", "p50", "p90", "p95", "p99", "max", "mean")
@@ -30,7 +31,7 @@ def render(summary: dict, images: dict[str, str | None], notes: list[str]) -> st
                  + _table(("outcome", "sessions", "share"), _outcome_rows(summary))
                  + _table(("metric (ms)", *PERCENTILE_COLUMNS), _percentile_rows(summary)) + "</div>")
     if TARGETS in summary:
-        rows = [(t, *(_fmt(_get(sub, path), pct=path.endswith("_rate")) for _, path in TARGET_COLUMNS))
+        rows = [(t, *(_fmt(parse_path(path).value(sub), pct=path.endswith("_rate")) for _, path in TARGET_COLUMNS))
                 for t, sub in summary[TARGETS].items()]
         parts.append("<h2>Per target</h2>" + _table(("target", *(c for c, _ in TARGET_COLUMNS)), rows))
     parts.append("<h2>Word error rate</h2>" + _wer_html(summary))
@@ -57,7 +58,7 @@ def _run_rows(summary: dict, started: str) -> list[tuple]:
         ("started", started),
         ("duration", f"{summary['duration_s']:.1f} s"),
         ("sessions", summary["sessions"]),
-        ("command", run.get("command", "")),
+        ("command", " ".join(map(str, cmd)) if isinstance(cmd := run.get("command", ""), list) else cmd),
     ]
 
 
@@ -87,13 +88,6 @@ def _table(header: tuple | None, rows: list[tuple]) -> str:
     head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table>{head}{body}</table>"
-
-
-def _get(summary: dict, path: str) -> object:
-    node: object = summary
-    for part in path.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
 
 
 def _fmt(v: object, pct: bool = False) -> str:

@@ -51,8 +51,7 @@ class RunData:
         return sorted(self.sessions["target"].dropna().unique().tolist())
 
 
-def load_run(run_dir: str | Path, since: float | None = None, until: float | None = None,
-             words: bool = True) -> RunData:
+def load_run(run_dir: str | Path, since: float | None = None, until: float | None = None) -> RunData:
     """Read a run directory; with `since`/`until` (epoch seconds) keep only sessions that started in that window,
     their words, and the send lags and telemetry sampled in it."""
     d = Path(run_dir)
@@ -79,7 +78,7 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
         dir=d,
         meta=meta,
         sessions=sessions,
-        words=_words_frame(d / runlog.WORDS, sessions) if words else _empty_words(),
+        words=_words_frame(d / runlog.WORDS, sessions),
         send_lag=send_lag,
         gpu=_window(_read_csv(d / runlog.GPU, GPU_DTYPES, notes), lo, hi),
         server=_window(_read_csv(d / SERVER, SERVER_DTYPES, notes), lo, hi),
