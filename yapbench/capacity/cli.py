@@ -77,10 +77,9 @@ def main(args: argparse.Namespace) -> int:
     if args.host:
         code = run_load(",".join(server_url(h.strip()) for h in args.host.split(",") if h.strip()))
     else:
-        from ..server.launch import start_server
+        from ..commands.run import embedded_server
 
-        with start_server(engine=args.server_engine, batch_size=args.server_batch_size) as server:
-            print(f"embedded reference server on {server.url}", file=sys.stderr)
+        with embedded_server(args) as server:
             code = run_load(server.url)
     answer_path = run_dir / CAPACITY_JSON
     if not answer_path.exists():

@@ -8,9 +8,13 @@ child process: one code path for both, and Locust's --processes for more cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
+
+from ..errors import UserError
 
 from ..options import SESSION_OPTIONS, add_session_options
 
@@ -67,9 +71,22 @@ def main(args: argparse.Namespace) -> int:
     if args.host:
         hosts = ",".join(server_url(h.strip()) for h in args.host.split(",") if h.strip())
         return subprocess.call(locust_command(args, hosts, run_dir))
-    from ..server.launch import start_server
-
-    with start_server(engine=args.server_engine, batch_size=args.server_batch_size) as server:
-        print(f"embedded reference server ({args.server_engine} engine, {args.server_batch_size} slots) "
-              f"on {server.url}", file=sys.stderr)
+    with embedded_server(args) as server:
         return subprocess.call(locust_command(args, server.url, run_dir))
+
+
+@contextlib.contextmanager
+def embedded_server(args: argparse.Namespace) -> Iterator:
+    """The reference server on a free loopback port, accepting the key the load will send."""
+    from ..options import read_api_key
+    from ..server.launch import ServerStartError, start_server
+
+    try:
+        server = start_server(engine=args.server_engine, batch_size=args.server_batch_size,
+                              api_key=read_api_key(args.api_key_file))
+    except ServerStartError as exc:
+        raise UserError(f"the embedded reference server did not start: {exc}") from None
+    print(f"embedded reference server ({args.server_engine} engine, {args.server_batch_size} slots) on {server.url}",
+          file=sys.stderr)
+    with server:
+        yield server
