@@ -19,7 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "config-stt-en-hf.toml); default: the stt-1b-en_fr config")
     parser.add_argument("-a", "--addr", help=f"address to listen on (default {DEFAULT_ADDR})")
     parser.add_argument("-p", "--port", type=int, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
-    parser.add_argument("-l", "--log", dest="log_level", help="log level (default info)")
+    parser.add_argument("-l", "--log", "--log-level", dest="log_level", help="log level (default info)")
     parser.add_argument("--silent", action="store_true", help="no logging to stderr")
     g = parser.add_argument_group("yapbench")
     g.add_argument("--engine", choices=ENGINE_NAMES, help="recognizer (default synthetic)")

@@ -18,12 +18,12 @@ import numpy as np
 from ...audio import AudioError, load_clip
 from ...protocol import FRAME_SAMPLES
 from ...samples import DEFAULT_MANIFEST, load_manifest
+from .pause import loud_rows
 
 log = logging.getLogger("yapbench.server")
 
 ONSET = 0.05  # amplitude that marks a clip's onset
 FP_SAMPLES = 24
-LOUD_MEAN_SQUARE = 1e-4  # 80 ms frames above -40 dBFS RMS count as speech
 MAX_GAP_FRAMES = 2  # quieter stretches this short stay inside one loud stretch
 
 
@@ -47,11 +47,6 @@ def onset(pcm: np.ndarray) -> int:
     return int(hits[0]) if hits.size else -1
 
 
-def loud_frames(frames: np.ndarray) -> np.ndarray:
-    """(n, 1920) -> (n,) bool: frames loud enough to be speech."""
-    return np.einsum("ij,ij->i", frames, frames) / FRAME_SAMPLES > LOUD_MEAN_SQUARE
-
-
 def _speech_runs(loud: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) frame ranges of loud stretches, bridging gaps of at most MAX_GAP_FRAMES."""
     runs: list[tuple[int, int]] = []
@@ -69,7 +64,7 @@ def plan_words(pcm: np.ndarray, transcript: str, start: int) -> tuple[PlannedWor
     n_frames = -(-pcm.size // FRAME_SAMPLES)
     padded = np.zeros(n_frames * FRAME_SAMPLES, dtype=np.float32)
     padded[: pcm.size] = pcm
-    runs = _speech_runs(loud_frames(padded.reshape(-1, FRAME_SAMPLES))) or [(0, n_frames)]
+    runs = _speech_runs(loud_rows(padded.reshape(-1, FRAME_SAMPLES))) or [(0, n_frames)]
     # Speech time -> clip time: concatenate the loud stretches, place words on that axis, map back.
     run_starts = np.array([a for a, _ in runs], dtype=np.float64)
     run_lens = np.array([b - a for a, b in runs], dtype=np.float64)

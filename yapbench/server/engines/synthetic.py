@@ -8,23 +8,22 @@ Per slot, two sources of words:
 - a clip from the sample manifest, recognised by its onset fingerprint (`clips`): its transcript's words, placed
   on its loud stretches, so WER means something;
 - otherwise, a placeholder word for every loud stretch, cut every WORD_FRAMES frames.
-The extra heads report a pause probability per horizon (0.5, 1, 2, 3 s) that grows with the current silence.
+The extra heads are `pause.PauseHeads`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ...protocol import FRAME_SAMPLES, FRAME_SECONDS
+from ...protocol import FRAME_SAMPLES
 from .base import WORD_START, Engine, ModelSpec, StepOutput
-from .clips import FP_SAMPLES, ONSET, ClipIndex, ClipPlan, LOUD_MEAN_SQUARE
+from .clips import FP_SAMPLES, ONSET, ClipIndex, ClipPlan
+from .pause import PauseHeads, loud_rows
 from .schedule import TokenSchedule, Vocab
 
 PLACEHOLDER = "word"
 WORD_FRAMES = 5  # a placeholder word lasts at most 400 ms
 REARM_SILENT_FRAMES = 12  # after a miss, look for a known clip again after ~1 s of silence
-PAUSE_HORIZONS_S = np.array([0.5, 1.0, 2.0, 3.0], dtype=np.float32)
-SPEECH_PAUSE_PR = 0.02
 
 
 class _Slot:
@@ -61,9 +60,7 @@ class SyntheticEngine(Engine):
             spec.options.get("manifest") or None
         )
         self._tokens = np.zeros(b, dtype=np.int64)
-        self._silent_s = np.zeros(b, dtype=np.float32)
-        self._prs = np.zeros((b, spec.extra_heads), dtype=np.float32) if spec.extra_heads else None
-        self._horizons = np.resize(PAUSE_HORIZONS_S, spec.extra_heads)
+        self._heads = PauseHeads(b, spec.extra_heads)
 
     @property
     def known_clips(self) -> int:
@@ -71,7 +68,7 @@ class SyntheticEngine(Engine):
 
     def reset_slot(self, slot: int) -> None:
         self._slots[slot].reset()
-        self._silent_s[slot] = 0.0
+        self._heads.reset(slot)
 
     def detokenize(self, tokens: list[int]) -> str:
         return self._vocab.text(tokens)
@@ -79,17 +76,12 @@ class SyntheticEngine(Engine):
     def step(self, frames: np.ndarray, active: np.ndarray) -> StepOutput:
         idx = np.flatnonzero(active)
         sub = frames[idx]
-        loud = np.einsum("ij,ij->i", sub, sub) / FRAME_SAMPLES > LOUD_MEAN_SQUARE
+        loud = loud_rows(sub)
         tokens = self._tokens
         slots = self._slots
         for j, (i, is_loud) in enumerate(zip(idx.tolist(), loud.tolist())):
             tokens[i] = self._advance(slots[i], sub[j], is_loud)
-        if self._prs is not None:
-            silent = np.where(loud, 0.0, self._silent_s[idx] + FRAME_SECONDS).astype(np.float32)
-            self._silent_s[idx] = silent
-            pr = 1.0 - np.exp(-silent[:, None] / self._horizons[None, :])
-            self._prs[idx] = np.maximum(pr, SPEECH_PAUSE_PR)
-        return StepOutput(tokens, self._prs)
+        return StepOutput(tokens, self._heads.update(idx, loud))
 
     def _advance(self, s: _Slot, frame: np.ndarray, loud: bool) -> int:
         f = s.sched.frame
