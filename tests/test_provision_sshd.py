@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets as pysecrets
 import stat
@@ -24,7 +25,8 @@ pytest_plugins = ["provision_sshd"]
 pytestmark = pytest.mark.sshd
 
 REPO = Path(__file__).resolve().parents[1]
-SERVER_COMMAND = f"{sys.executable} /tmp/pv/standin.py --config {{config}} --port {{port}} --addr {{addr}}"
+# yapbench's reference server stands in for moshi-server: same config format, same `worker` flags
+SERVER_COMMAND = f"{sys.executable} -m yapbench.cli serve --config {{config}} --port {{port}} --addr {{addr}}"
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +121,43 @@ def test_status_reports_session_port_and_ready(host, opts):
     assert r.ok, r.error
     [inst] = r.info["instances"]
     assert inst["running"] and inst["session"] == "yap-stt" and inst["port"] == host.port
-    assert inst["ready"] == "Ready"
+    assert inst["ready"] == "Ready" and inst["slots"] == "0/64" and inst["listening"] in (True, None)
     assert api.targets([host], **opts) == [f"ws://127.0.0.1:{host.port}/api/asr-streaming"]
+
+
+def test_cli_status_from_a_toml_inventory(host, sshd, key, tmp_path, monkeypatch, capsys):
+    from yapbench.cli import main
+
+    inv = tmp_path / "hosts.toml"
+    inv.write_text(f"""[defaults]
+key_file = "{sshd.key_file}"
+tmux_socket = "{host.tmux_socket}"
+server_command = "{host.server_command}"
+
+[[hosts]]
+address = "root@127.0.0.1:{sshd.port}"
+port = {host.port}
+addr = "127.0.0.1"
+gpus = 1
+base_dir = "{host.base_dir}"
+""")
+    monkeypatch.setenv("KYUTAI_API_KEY", key)
+    code = main(["provision", "status", "--hosts", str(inv), "--known-hosts", sshd.known_hosts, "--json", "-"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    report = json.loads(out.out)
+    assert report["ok"] and report["hosts"][0]["info"]["instances"][0]["ready"] == "Ready"
+    assert key not in out.out + out.err
+
+
+def test_one_server_per_gpu_and_scaling_back(host, opts):
+    two = replace(host, gpus=2)
+    [r] = api.up([two], **opts)
+    assert r.ok, r.error
+    assert r.targets == [f"ws://127.0.0.1:{host.port + i}/api/asr-streaming" for i in range(2)]
+    assert "start yap-stt-1 (not running)" in r.steps[-2].message and "yap-stt " not in r.steps[-2].message
+    [back] = api.up([host], **opts)
+    assert back.ok and "stop yap-stt-1 (no longer wanted)" in back.steps[-2].message
 
 
 def test_stop_then_clean(host, opts):
@@ -136,3 +173,32 @@ def test_stop_then_clean(host, opts):
     assert not (base / "instances").exists() and (base / "state.json").exists()
     [c2] = api.clean([host], everything=True, **opts)
     assert c2.ok and not base.exists()
+
+
+def test_failures_end_in_their_own_rows_while_others_carry_on(host, opts, sshd, tmp_path):
+    other_key = tmp_path / "otherkey"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
+    from provision_sshd import free_port
+
+    good = replace(host, name="good", port=free_port(), session="yb-good", base_dir=str(tmp_path / "good"))
+    hosts = [
+        replace(good, name="down", ssh_port=free_port()),  # nothing listens there
+        replace(good, name="badkey", key_file=str(other_key)),
+        replace(good, name="unknown", hostname="localhost"),  # known_hosts pins only [127.0.0.1]:port
+        replace(good, name="crash", port=free_port(), session="yb-crash", base_dir=str(tmp_path / "crash"),
+                server_command="false --config {config}"),
+        good,
+    ]
+    results = {r.host: r for r in api.up(hosts, **opts)}
+    assert results["good"].ok and results["good"].targets
+    assert "unreachable" in results["down"].error
+    assert "authentication failed" in results["badkey"].error
+    assert "unknown host key" in results["unknown"].error and "--accept-new-host-keys" in results["unknown"].error
+    crash = statuses(results["crash"])
+    assert crash["config"] == Status.CHANGED and Status.FAILED in (crash["start"], crash.get("ready"))
+    assert "exited" in results["crash"].error
+    for name in ("down", "badkey", "unknown"):
+        assert statuses(results[name])["connect"] == Status.FAILED
+        assert statuses(results[name])["preflight"] == Status.SKIPPED
+    [accepted] = api.stop([hosts[2]], ssh=replace(opts["ssh"], accept_new_host_keys=True), secrets=opts["secrets"])
+    assert accepted.ok and statuses(accepted)["stop"] == Status.CHANGED  # stopped "good": same host, same files

@@ -129,7 +129,7 @@ class StartServer:
                 recorded[a.session] = {**a.files.fingerprint(server), "pid": pid, "starttime": started,
                                        "dir": inst.dir, "log": inst.log_path}
                 ctx.save_state()
-            done.append(f"{a.kind} {a.session}")
+            done.append(f"{a.kind} {a.session} ({a.reason})")
         return "; ".join(done)
 
 
