@@ -17,7 +17,7 @@ from .inventory import HostSpec, load_inventory
 from .runner import Connector, HostResult, Progress, fabric_connector, run_hosts
 from .steps.base import Step
 from .steps.build import BuildServer
-from .steps.lifecycle import CleanFiles, CleanSoftware, Status, Stop
+from .steps.lifecycle import CleanFiles, CleanSoftware, ServerStatus, Stop
 from .steps.server import ServerFiles, StartServer, WaitReady
 from .steps.system import Packages, Preflight
 from .steps.toolchain import CudaToolkit, Rust
@@ -30,7 +30,7 @@ def up_steps(host: HostSpec) -> list[Step]:
 
 
 def status_steps(host: HostSpec) -> list[Step]:
-    return [Status()]
+    return [ServerStatus()]
 
 
 def stop_steps(host: HostSpec) -> list[Step]:

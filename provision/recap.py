@@ -28,38 +28,49 @@ def write_json(command: str, results: Sequence[HostResult], path: str) -> None:
 
 
 def table(command: str, results: Sequence[HostResult]) -> Table:
-    step_ids: list[str] = []
-    for r in results:
-        step_ids += [s.step for s in r.steps if s.step not in step_ids]
+    """Counts per host, like Ansible's PLAY RECAP; the per-step lines above it say what each step did."""
     t = Table(title=f"yapbench provision {command}", title_justify="left")
     t.add_column("host", no_wrap=True)
-    for sid in step_ids:
-        t.add_column(sid)
+    for status in Status:
+        t.add_column(str(status).split()[0], justify="right", style=STYLE[status])
     t.add_column("time", justify="right")
-    t.add_column("result / first error")
+    t.add_column("result")
     for r in results:
-        by_id = {s.step: s for s in r.steps}
-        cells = [f"[{STYLE[by_id[sid].status]}]{by_id[sid].status}[/]" if sid in by_id else "" for sid in step_ids]
+        counts = [sum(s.status is status for s in r.steps) for status in Status]
         if r.ok:
-            last = " ".join(r.targets) or next((s.message for s in reversed(r.steps) if s.message), "")
+            last = f"{len(r.targets)} Ready" if r.targets else "ok"
         else:
-            last = f"[red]{r.error.splitlines()[0] if r.error else 'failed'}[/]"
-        t.add_row(r.host, *cells, f"{r.elapsed_s:.1f}s", last)
+            last = f"[red]{next(s.step for s in r.steps if s.status is Status.FAILED)} failed[/]"
+        t.add_row(r.host, *[str(c) if c else "" for c in counts], f"{r.elapsed_s:.1f}s", last)
     return t
+
+
+def _step_lines(r: HostResult) -> list[str]:
+    lines, blocked = [], [s for s in r.steps if s.message.startswith("after failed ")]
+    for s in r.steps:
+        if s in blocked:
+            continue
+        lines.append(f"  [{STYLE[s.status]}]{s.status:>12}[/]  {s.step:<12} {s.message}")
+    if blocked:
+        span = blocked[0].step if len(blocked) == 1 else f"{blocked[0].step}..{blocked[-1].step}"
+        lines.append(f"  [dim]{'skipped':>12}[/]  {span} ({blocked[0].message})")
+    return lines
 
 
 def print_recap(command: str, results: Sequence[HostResult], console: Console | None = None) -> None:
     console = console or Console()
     for r in results:  # what each step did or would do, before the summary table
         console.print(f"[bold]{r.host}[/]")
-        for s in r.steps:
-            console.print(f"  [{STYLE[s.status]}]{s.status:>12}[/]  {s.step:<12} {s.message}", highlight=False)
+        for line in _step_lines(r):
+            console.print(line, highlight=False)
         for entry in r.info.get("instances", []):
             for line in entry.get("log_tail", []):
                 console.print(f"      {entry['session']} log | {line}", highlight=False, markup=False)
         for gpu in r.info.get("gpus", []):
             console.print(f"      gpu | {gpu}", highlight=False, markup=False)
     console.print(table(command, results))
+    for url in (u for r in results for u in r.targets):
+        console.print(f"target {url}", highlight=False)
     for r in results:
         if not r.ok and r.error:
             console.print(f"[bold red]{r.host}[/]:", highlight=False)

@@ -6,7 +6,7 @@ from unittest.mock import ANY
 
 import pytest
 from fabric import Connection
-from fabric.testing.base import Command, MockRemote, Session
+from fabric.testing.base import Command, MockRemote
 
 from provision import servers
 from provision.context import Context

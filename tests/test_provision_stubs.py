@@ -6,7 +6,6 @@ tests see what provision would run, and that `plan` runs none of it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 

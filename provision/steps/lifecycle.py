@@ -41,7 +41,7 @@ def _slots(modules: Any) -> str | None:
     return None
 
 
-class Status(CheckOnly):
+class ServerStatus(CheckOnly):
     id = "status"
 
     def check(self, ctx: Context) -> Check:
