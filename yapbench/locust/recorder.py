@@ -3,6 +3,10 @@
 A worker keeps finished sessions in an outbox and hands them to the master with every periodic stats report
 (`report_to_master`, every few seconds), not only at the end, so a worker that dies loses at most one interval.
 The master (or a standalone process) appends them to the run directory and the live STT tab.
+
+Locust's headless master quits by telling workers "quit" and waiting half a second, which loses whatever the
+workers still hold. So when the master stops, it first asks every worker to drain (stop its users, which records
+the sessions in flight as cancelled, and ship the outbox) and waits for each to answer, within a bound.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import gevent
 from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
@@ -29,6 +34,9 @@ from .live import LiveStats
 
 log = logging.getLogger("yapbench")
 PAYLOAD_KEY = "yapbench"
+DRAIN = "yapbench_drain"  # master -> workers: stop users, ship everything
+DRAINED = "yapbench_drained"  # worker -> master: the last records
+DRAIN_SLACK_S = 15.0
 SECRET_FLAGS = ("--api-key",)
 
 
@@ -43,6 +51,7 @@ class Recorder:
         self.live = LiveStats()
         self.outbox: list = []
         self._worker_active: dict[str, int] = {}
+        self._drained: set[str] = set()
         self._corpus: Corpus | None = None
         self.samples = select(load_manifest(opts.manifest), opts.samples)
         self.runlog: RunLog | None = None
@@ -112,6 +121,34 @@ class Recorder:
         self.live.active_streams = sum(self._worker_active.values())
         if payload["batch"]:
             self._store(payload["batch"])
+
+    # -- draining workers at the end of a distributed run ------------------------------------------------------
+
+    def drain_workers(self) -> None:
+        """Master: ask every worker for its last records and wait for them (bounded)."""
+        runner = self.environment.runner
+        expected = runner.worker_count
+        if not expected:
+            return
+        self._drained = set()
+        runner.send_message(DRAIN)
+        limit = time.monotonic() + self.environment.stop_timeout + DRAIN_SLACK_S
+        while len(self._drained) < expected and time.monotonic() < limit:
+            gevent.sleep(0.05)
+        if len(self._drained) < expected:
+            log.warning("yapbench: %d of %d workers did not hand over their last records",
+                        expected - len(self._drained), expected)
+
+    def on_drained(self, msg) -> None:
+        self._drained.add(msg.node_id)
+        if msg.data:
+            self._store(msg.data)
+
+    def on_drain_request(self) -> None:
+        """Worker: stop the users (in-flight sessions end as cancelled and are recorded), then ship the outbox."""
+        self.environment.runner.stop()
+        batch, self.outbox = self.outbox, []
+        self.environment.runner.send_message(DRAINED, batch)
 
     def refresh_active(self) -> None:
         if not self.is_master:
@@ -186,8 +223,11 @@ def _on_init(environment: Environment, **_kw) -> None:
     _recorders[id(environment)] = rec
     if rec.is_worker:
         environment.events.report_to_master.add_listener(lambda client_id, data, **_: rec.on_report_to_master(data))
+        environment.runner.register_message(DRAIN, lambda **_: rec.on_drain_request(), concurrent=True)
     if rec.is_master:
         environment.events.worker_report.add_listener(lambda client_id, data, **_: rec.on_worker_report(client_id, data))
+        environment.runner.register_message(DRAINED, lambda msg, **_: rec.on_drained(msg))
+        environment.events.test_stopping.add_listener(lambda **_: rec.drain_workers())
     if rec.runlog is not None:
         log.info("yapbench: run directory %s", rec.runlog.dir)
 
