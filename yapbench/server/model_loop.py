@@ -59,6 +59,7 @@ class ModelLoop:
         self._markers: list[tuple[int, int, int, int, int]] = []  # (due step, seq, slot, channel id, marker id)
         self._marker_seq = 0
         self._next_channel_id = 1
+        self._sessions = 0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="engine") if engine.blocking else None
         self._heads_prefix = b"\xa3prs" + bytes([0x90 | config.extra_heads]) if config.extra_heads else b""
         self._stats = [0, 0, 0.0]  # steps, frames, step seconds since the last stats line
@@ -78,8 +79,11 @@ class ModelLoop:
         if not self._free:
             return None
         index = heapq.heappop(self._free)
-        fault_config = self.config.faults if faults else FaultConfig()
-        slot = Slot(index, sink, self._next_channel_id, SessionFaults(fault_config, self.config.seed, sink.conn_id))
+        if faults:  # sessions are numbered apart from connections, so probes and HTTP polls do not shift them
+            self._sessions += 1
+        session_faults = SessionFaults(self.config.faults if faults else FaultConfig(), self.config.seed,
+                                       self._sessions)
+        slot = Slot(index, sink, self._next_channel_id, session_faults)
         self._next_channel_id += 1
         self.slots[index] = slot
         self.metrics.open_channels += 1

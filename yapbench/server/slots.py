@@ -66,13 +66,13 @@ class SampleBuffer:
 
 
 class SessionFaults:
-    """The faults that hit one session, drawn once from (seed, connection id) so reruns hit the same sessions."""
+    """The faults that hit one session, drawn once from (seed, session number) so reruns hit the same sessions."""
 
     __slots__ = ("error_after", "stall_after", "close_after", "drop_words", "ready_delay_ms", "garbage_every",
                  "rng")
 
-    def __init__(self, faults: FaultConfig, seed: int, conn_id: int) -> None:
-        self.rng = random.Random(seed * 1_000_003 + conn_id)
+    def __init__(self, faults: FaultConfig, seed: int, session: int) -> None:
+        self.rng = random.Random(seed * 1_000_003 + session)
         hit = faults.any_session_fault and self.rng.random() < faults.sessions
         self.error_after = faults.error_after_steps if hit else 0
         self.stall_after = faults.stall_after_steps if hit else 0
