@@ -107,7 +107,10 @@ class Recorder:
     def _store(self, batch: list) -> None:
         assert self.runlog is not None
         self.runlog.append(batch)
-        self.live.add(batch)
+        # The live tab keeps every raw value (exact percentiles): only worth its memory when a web UI can show it;
+        # a headless soak would otherwise grow by every session's values (the run directory has them all).
+        if self.environment.web_ui is not None:
+            self.live.add(batch)
 
     def on_report_to_master(self, data: dict) -> None:
         data[PAYLOAD_KEY] = {"batch": self.outbox, "active": Streamer.for_current_hub().active}
