@@ -32,11 +32,25 @@ class Sshd:
     def address(self) -> str:
         return f"root@127.0.0.1:{self.port}"
 
+    @staticmethod
+    def free_port(count: int = 1) -> int:
+        return free_port(count)
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def free_port(count: int = 1) -> int:
+    """A port p with p .. p+count-1 all free right now (multi-GPU hosts use consecutive ports)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            first = s.getsockname()[1]
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def _keygen(path: Path) -> None:

@@ -37,14 +37,8 @@ def key() -> str:
 def host(sshd, tmp_path_factory) -> HostSpec:
     base = tmp_path_factory.mktemp("remote") / "yap-stt"
     return HostSpec(hostname="127.0.0.1", user="root", ssh_port=sshd.port, key_file=sshd.key_file,
-                    port=ps_free_port(), addr="127.0.0.1", gpus=1, base_dir=str(base), tmux_socket=sshd.tmux_socket,
+                    port=sshd.free_port(2), addr="127.0.0.1", gpus=1, base_dir=str(base), tmux_socket=sshd.tmux_socket,
                     server_command=SERVER_COMMAND, ready_timeout=30)
-
-
-def ps_free_port() -> int:
-    from provision_sshd import free_port
-
-    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -177,14 +171,12 @@ def test_stop_then_clean(host, opts):
 def test_failures_end_in_their_own_rows_while_others_carry_on(host, opts, sshd, tmp_path):
     other_key = tmp_path / "otherkey"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
-    from provision_sshd import free_port
-
-    good = replace(host, name="good", port=free_port(), session="yb-good", base_dir=str(tmp_path / "good"))
+    good = replace(host, name="good", port=sshd.free_port(), session="yb-good", base_dir=str(tmp_path / "good"))
     hosts = [
-        replace(good, name="down", ssh_port=free_port()),  # nothing listens there
+        replace(good, name="down", ssh_port=sshd.free_port()),  # nothing listens there
         replace(good, name="badkey", key_file=str(other_key)),
         replace(good, name="unknown", hostname="localhost"),  # known_hosts pins only [127.0.0.1]:port
-        replace(good, name="crash", port=free_port(), session="yb-crash", base_dir=str(tmp_path / "crash"),
+        replace(good, name="crash", port=sshd.free_port(), session="yb-crash", base_dir=str(tmp_path / "crash"),
                 server_command="false --config {config}"),
         good,
     ]
