@@ -227,6 +227,7 @@ class Connection(asyncio.Protocol):
                 self.server.model.wake(self.slot)
             return
         self._write_now(chunks, kinds)
+        self.last_send = time.monotonic()  # only the send loop's own messages postpone its ping (not pongs)
 
     def _write_now(self, chunks: list[bytes], kinds: list[tuple[str, str | None]]) -> None:
         if self.transport is None:
@@ -234,7 +235,6 @@ class Connection(asyncio.Protocol):
         events = self.server.events
         t = time.time()  # right before the write: clients compare their receive times with it
         self.transport.write(b"".join(chunks))
-        self.last_send = time.monotonic()
         if events:
             events.sends(self.conn_id, t, kinds)
 

@@ -13,7 +13,7 @@ from .base import Engine, ModelSpec
 ENGINES: dict[str, str] = {
     "synthetic": "yapbench.server.engines.synthetic:SyntheticEngine",
     "sphinx": "yapbench.server.engines.sphinx:SphinxEngine",
-    "torch": "yapbench.server.engines.torch_lm:TorchEngine",
+    "torch": "yapbench.server.engines.torch_engine:TorchEngine",
 }
 
 
