@@ -35,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-windows", type=int, default=6, help="give up waiting for stability after this many")
     parser.add_argument("--allow-rejections", action="store_true",
                         help="do not stop at the first capacity rejection (judge by the SLOs only)")
+    parser.add_argument("--pause", type=float, default=0.25,
+                        help="seconds each user waits between sessions (default 0.25): the server frees a slot one "
+                             "step after a close, and a user that reconnects at once would be rejected by itself")
     parser.add_argument("--samples", default=None, help="manifest names/globs or lang:xx")
     parser.add_argument("--processes", type=int, default=0, help="Locust worker processes (see yapbench run)")
     parser.add_argument("--run-dir", default="", help="run directory (default reports/<run-id>)")
@@ -66,8 +69,8 @@ def main(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or default_run_dir())
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SPEC_JSON).write_text(json.dumps(asdict(spec), indent=2) + "\n", encoding="utf-8")
-    # Every user streams back to back (no think time): concurrency = users.
-    args.users, args.spawn_rate, args.run_time, args.think_time = spec.max_users, 50.0, "24h", 0.0
+    # Every user streams back to back (a short pause only): concurrency = users.
+    args.users, args.spawn_rate, args.run_time, args.think_time = spec.max_users, 50.0, "24h", args.pause
     args.shape, args.gates, args.baseline = "capacity", "", ""
 
     def run_load(host: str) -> int:

@@ -1,18 +1,21 @@
 """The capacity search as a Locust load shape: it sets the user count, closes measurement windows, decides.
 
-It runs in the Locust master (or the standalone process), reads its own run directory between windows (the
-report's summarize code, in a thread so the hub keeps pacing streams), and writes capacity.json at the end.
+It runs in the Locust master (or the standalone process), reads its own run directory between windows and
+writes capacity.json. The window summaries (the report's pandas code) run in a child process: in a thread they
+would hold the GIL for hundreds of milliseconds and delay the frames this very process is pacing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import gevent
+import gevent.subprocess
 import numpy as np
 from locust import LoadTestShape
 
@@ -92,27 +95,32 @@ class CapacityShape(LoadTestShape):
         k = len(self.window_values)
         if self._windows_closed() > k:
             w_start = self.level_start + self.spec.settle_s + k * self.spec.window_s
-            pool = gevent.get_hub().threadpool
-            self._pending = gevent.spawn(self._close_window, pool, w_start)
+            self._pending = gevent.spawn(self._close_window, w_start)
         return self.users, self.spawn_rate
 
-    def _close_window(self, pool, w_start: float) -> dict | None:
-        """Summarise one window in a thread; return the level verdict once the level is done, else None."""
-        summary = pool.apply(window_summary, (self.run_dir, self.level_start, w_start, w_start + self.spec.window_s))
+    def _summary(self, w_start: float, w_end: float) -> dict:
+        out = gevent.subprocess.check_output(
+            [sys.executable, "-m", "yapbench.capacity.shape", str(self.run_dir), repr(self.level_start),
+             repr(w_start), repr(w_end)])
+        return json.loads(out)
+
+    def _close_window(self, w_start: float) -> dict | None:
+        """Summarise one window; return the level's data once the level is done, else None."""
+        summary = self._summary(w_start, w_start + self.spec.window_s)
         self.window_values.append([c.path.value(summary) for c in self.conditions])
         n = len(self.window_values)
         stable = is_stable(self.window_values, self.spec.stable_windows, self.spec.tolerance)
         if not stable and n < self.spec.max_windows:
             return None
         pooled_from = self.level_start + self.spec.settle_s + (n - self.spec.stable_windows) * self.spec.window_s
-        pooled = pool.apply(window_summary, (self.run_dir, self.level_start, pooled_from, w_start + self.spec.window_s))
-        return {"summary": pooled, "windows": n, "stable": stable}
+        return {"summary": self._summary(pooled_from, w_start + self.spec.window_s), "windows": n, "stable": stable}
 
     def _advance(self, result: dict) -> None:
         level = evaluate_level(self.users, result["summary"], self.conditions, result["windows"], result["stable"])
-        log.info("yapbench capacity: %d streams %s%s", level.users,
-                 "hold" if level.passed(self.spec.stop_on_rejection) else "FAIL",
-                 "" if level.passed(self.spec.stop_on_rejection) else f" ({', '.join(level.broken) or 'rejections'})")
+        held = level.passed(self.spec.stop_on_rejection)
+        why = level.broken + (["rejections"] if level.rejection_rate > 0 else []) + (
+            ["generator send lag p99 > 10 ms"] if level.generator_bound else [])
+        log.info("yapbench capacity: %d streams %s", level.users, "hold" if held else f"FAIL ({', '.join(why)})")
         nxt = self.search.record(level)
         self._write()
         if nxt is None:
@@ -125,3 +133,7 @@ class CapacityShape(LoadTestShape):
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.search.answer(), indent=2) + "\n", encoding="utf-8")
         tmp.replace(path)
+
+
+if __name__ == "__main__":  # the child process of CapacityShape._summary
+    print(json.dumps(window_summary(Path(sys.argv[1]), *map(float, sys.argv[2:5]))))

@@ -1,0 +1,76 @@
+"""The capacity finder: its search logic, and whole runs against reference servers whose capacity is known."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from yapbench.capacity.search import CapacitySearch, LevelResult, SearchSpec, is_stable
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def level(users: int, ok: bool, rejections: float = 0.0, send_lag_p99: float = 1.0) -> LevelResult:
+    from yapbench.slo import CheckResult, parse_condition
+
+    cond = parse_condition("first_word.p95<=1000ms")
+    return LevelResult(users, [CheckResult(cond, 500.0 if ok else 5000.0, ok)], rejections, send_lag_p99, 3, True, 10)
+
+
+@pytest.mark.parametrize("true_capacity", [1, 5, 20, 21, 63, 64, 100])
+def test_search_finds_the_capacity_within_one_resolution_step(true_capacity):
+    spec = SearchSpec(slos=("first_word.p95<=1000ms",), start=4, resolution=2, max_users=1000)
+    search, users, tried = CapacitySearch(spec), spec.start, []
+    while users is not None:
+        tried.append(users)
+        users = search.record(level(users, users <= true_capacity))
+    answer = search.answer()
+    if true_capacity < spec.start:
+        assert answer["capacity"] is None and search.limit == "first_level"
+    else:
+        assert true_capacity - spec.resolution <= answer["capacity"] <= true_capacity
+        assert answer["first_bad_users"] - answer["capacity"] <= spec.resolution
+    assert len(tried) == len(set(tried)) <= 12  # never measures a level twice
+
+
+def test_generator_limit_ends_the_search_and_says_so():
+    search = CapacitySearch(SearchSpec(slos=("first_word.p95<=1000ms",), start=8))
+    assert search.record(level(8, True)) == 16
+    assert search.record(level(16, True, send_lag_p99=25.0)) is None
+    assert search.limit == "generator" and search.answer()["capacity"] == 8
+
+
+def test_stability_needs_n_windows_within_tolerance():
+    assert not is_stable([[100.0], [130.0]], 2, 0.10)
+    assert is_stable([[100.0], [130.0], [104.0], [98.0]], 2, 0.10)
+    assert is_stable([[0.0, 5.0], [0.0, 5.2], [0.0, 4.9]], 3, 0.10)
+    assert not is_stable([[None], [1.0], [1.0]], 3, 0.10)
+
+
+def run_capacity(server, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "yapbench.cli", "capacity", "--host", server.url, "--run-dir", str(run_dir),
+           "--window", "2", "--settle", "2", "--stable-windows", "2", "--max-windows", "3", "--resolution", "1",
+           "--samples", "real/en_ljspeech_LJ002-00*", "--speed", "4", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def test_rejections_start_above_batch_size(ref_server, tmp_path):
+    server = ref_server(batch_size=4, step_ms=1)
+    proc = run_capacity(server, tmp_path / "cap", "--start", "2", "--slo", "first_word.p95<=5000ms")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answer = json.loads((tmp_path / "cap" / "capacity.json").read_text())
+    assert answer["capacity"] == 4 and answer["first_bad_users"] == 5 and answer["limit"] == "rejections"
+    assert "capacity: 4 real-time streams hold every SLO" in proc.stdout
+    assert (tmp_path / "cap" / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "cap" / "report.html").exists()
+
+
+def test_unusable_slo_is_exit_2_before_any_load(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "yapbench.cli", "capacity", "--host", "127.0.0.1:9",
+                           "--slo", "first_wrod.p95<=1s", "--run-dir", str(tmp_path / "c")],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2 and "first_wrod" in proc.stderr and "Traceback" not in proc.stderr
