@@ -24,6 +24,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from .. import __version__
 from ..corpus import Corpus, build_corpus
 from ..errors import UserError
+from ..gpu import GpuSampler
 from ..metrics import SessionResult
 from ..runlog import RunLog, default_run_dir, rows_of
 from ..options import server_url
@@ -52,6 +53,7 @@ class Recorder:
         self.outbox: list = []
         self._worker_active: dict[str, int] = {}
         self._drained: set[str] = set()
+        self.gpu: GpuSampler | None = None
         self._corpus: Corpus | None = None
         self.samples = select(load_manifest(opts.manifest), opts.samples)
         self.runlog: RunLog | None = None
@@ -242,6 +244,10 @@ def _on_test_start(environment: Environment, **_kw) -> None:
         return
     if rec.runlog is not None:
         rec.write_start_meta()
+        # GPUs of this machine (a server on the same host, or a generator on a GPU box); a note when there are none.
+        rec.gpu = GpuSampler(rec.runlog.dir).start()
+        if rec.gpu.note:
+            log.info("yapbench: %s", rec.gpu.note)
     if rec.poller is not None:
         rec.poller.start()
 
@@ -249,8 +255,12 @@ def _on_test_start(environment: Environment, **_kw) -> None:
 @events.test_stop.add_listener
 def _on_test_stop(environment: Environment, **_kw) -> None:
     rec = _recorders.get(id(environment))
-    if rec is not None and rec.poller is not None:
+    if rec is None:
+        return
+    if rec.poller is not None:
         rec.poller.stop()
+    if rec.gpu is not None:
+        rec.gpu.stop()
 
 
 def run_dir_of(environment: Environment) -> Path | None:
