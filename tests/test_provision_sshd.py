@@ -115,6 +115,7 @@ def test_status_reports_session_port_and_ready(host, opts):
     [inst] = r.info["instances"]
     assert inst["running"] and inst["session"] == "yap-stt" and inst["port"] == host.port
     assert inst["ready"] == "Ready" and inst["slots"] == "0/64" and inst["listening"] in (True, None)
+    assert inst["log_errors"] == 0 and inst["log_tail"]
     assert api.targets([host], **opts) == [f"ws://127.0.0.1:{host.port}/api/asr-streaming"]
 
 
@@ -158,6 +159,8 @@ def test_stop_then_clean(host, opts):
     assert r.ok and statuses(r)["stop"] == Status.CHANGED, r.error
     tmux = subprocess.run(["tmux", "-L", host.tmux_socket, "has-session", "-t", "=yap-stt"], capture_output=True)
     assert tmux.returncode != 0
+    [down] = api.status([host], **opts)
+    assert not down.ok and "not running: yap-stt" in down.error
     [again] = api.stop([host], **opts)
     assert statuses(again)["stop"] == Status.OK
     [c] = api.clean([host], **opts)

@@ -14,6 +14,7 @@ from ..readiness import http_get_json
 from .base import Check, CheckOnly
 from .server import probe_instance
 
+LOG_ERRORS = r"task failed|panicked|^Error:"
 GPU_STATUS = ("nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu "
               "--format=csv,noheader,nounits")
 
@@ -58,8 +59,12 @@ class ServerStatus(CheckOnly):
                 host = "127.0.0.1" if ctx.host.addr in ("0.0.0.0", "::") else ctx.host.addr
                 entry["slots"] = _slots(http_get_json(ctx.ex.open_channel, host, port, "/api/modules_info"))
             if rec.get("log"):
-                tail = ctx.run(f"tail -n 5 {shlex.quote(rec['log'])} 2>/dev/null").stdout
+                log = shlex.quote(rec["log"])
+                tail = ctx.run(f"tail -n 5 {log} 2>/dev/null").stdout
                 entry["log_tail"] = ctx.secrets.redact(tail).splitlines()
+                # the model loop can die while the port stays open (PROVISION.md §4.2): count its error lines
+                errors = ctx.run(f"grep -cE {shlex.quote(LOG_ERRORS)} {log} 2>/dev/null").stdout.strip()
+                entry["log_errors"] = int(errors) if errors.isdigit() else 0
             entries.append(entry)
             if pid is None:
                 down.append(session)
@@ -74,6 +79,7 @@ class ServerStatus(CheckOnly):
             f"{e['session']} pid {e['pid']} port {e['port']}"
             f"{' listening' if e['listening'] else ' NOT listening' if e['listening'] is False else ''}"
             f"{', ' + e['ready'] if e.get('ready') else ''}{', slots ' + e['slots'] if e.get('slots') else ''}"
+            f"{', %d error line(s) in log' % e['log_errors'] if e.get('log_errors') else ''}"
             for e in entries))
 
 
