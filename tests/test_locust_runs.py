@@ -19,12 +19,16 @@ LOCUSTFILE = REPO / "locustfiles" / "stt.py"
 SHORT = "real/en_ljspeech_*,real/en_picovoice_cheetah_test_en.wav"
 
 
+def locust_cmd(url: str, run_dir: Path, *extra: str, users=6, run_time="8s") -> list[str]:
+    """A short headless run's command line; options in `extra` override the defaults (argparse: last one wins)."""
+    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+            "-u", str(users), "-r", str(users), "-t", run_time, "--host", url, "--run-dir", str(run_dir),
+            "--samples", SHORT, "--think-time", "0.1", "--stop-timeout", "20", "--speed", "2", "--no-report", *extra]
+
+
 def run_locust(server, run_dir: Path, *extra: str, users=6, run_time="8s", timeout=120, env=None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-           "-u", str(users), "-r", str(users), "-t", run_time, "--host", server.url, "--run-dir", str(run_dir),
-           "--samples", SHORT, "--think-time", "0.1", "--stop-timeout", "20", "--speed", "2", "--no-report", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(locust_cmd(server.url, run_dir, *extra, users=users, run_time=run_time), capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
 
 
 def server_counts(event_log: Path) -> dict:
