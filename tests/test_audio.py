@@ -41,7 +41,7 @@ def test_resampling_is_band_limited_not_linear(tmp_path):
     assert 20 * np.log10(image / spectrum.max()) < -60
 
 
-@pytest.mark.parametrize("content,reason", [(b"", "not a readable audio file"),
+@pytest.mark.parametrize("content,reason", [(b"", "is empty (0 bytes)"),
                                             (b"RIFF\x00\x00\x00\x00WAVEjunk" + b"\x01" * 100, "not a readable"),
                                             (b"hello, I am a text file\n" * 20, "not a readable")])
 def test_bad_files_name_the_file_and_the_reason(tmp_path, content, reason):

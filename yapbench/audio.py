@@ -67,10 +67,12 @@ def load_clip(path: str | Path, max_seconds: float = MAX_SECONDS) -> Clip:
         raise AudioError(p, "no such file")
     if p.is_dir():
         raise AudioError(p, "is a directory, not an audio file")
+    if p.stat().st_size == 0:
+        raise AudioError(p, "is empty (0 bytes)")
     try:
         info = soundfile.info(str(p))
     except Exception as exc:
-        raise AudioError(p, f"not a readable audio file ({_reason(exc)})") from None
+        raise AudioError(p, f"not a readable audio file ({_reason(exc, p)})") from None
     if info.frames <= 0:
         raise AudioError(p, "contains no audio samples")
     if info.frames / info.samplerate > max_seconds:
@@ -78,7 +80,7 @@ def load_clip(path: str | Path, max_seconds: float = MAX_SECONDS) -> Clip:
     try:
         data, rate = soundfile.read(str(p), dtype="float32", always_2d=True)
     except Exception as exc:
-        raise AudioError(p, f"could not be decoded ({_reason(exc)})") from None
+        raise AudioError(p, f"could not be decoded ({_reason(exc, p)})") from None
     if data.shape[0] == 0:
         raise AudioError(p, "contains no audio samples")
     if not np.isfinite(data).all():
@@ -86,6 +88,7 @@ def load_clip(path: str | Path, max_seconds: float = MAX_SECONDS) -> Clip:
     return Clip(str(p), to_server_format(data, rate), int(rate), int(data.shape[1]))
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception, path: Path) -> str:
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    return text.replace("Error opening ", "").strip()
+    # soundfile prefixes "Error opening '<path>': ": the message already starts with the path
+    return text.replace(f"Error opening {str(path)!r}: ", "").replace("Error opening ", "").strip()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import UserError
 from .session import SessionConfig
@@ -86,6 +88,28 @@ def server_url(host: str | None) -> str:
     if not host:
         host = f"{os.environ.get('YAP_ADDR', '127.0.0.1')}:{os.environ.get('YAP_PORT', '8000')}"
     try:
-        return normalize_url(host)
+        url = normalize_url(host)
     except ValueError as exc:
         raise UserError(f"server URL {exc}") from None
+    try:
+        urlsplit(url).port  # parsed lazily: a bad port would otherwise surface mid-run, in every session
+    except ValueError:
+        raise UserError(f"server URL {host}: the port must be a number from 1 to 65535") from None
+    return url
+
+
+def check_reachable(url: str, timeout_s: float) -> None:
+    """One TCP connect before the work starts: an address nothing answers on is for the user to fix (exit 2),
+    not a session to measure."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except ConnectionRefusedError:
+        raise UserError(f"server {parts.netloc}: connection refused (is the server running, on that port?)") from None
+    except socket.gaierror as exc:
+        raise UserError(f"server {parts.netloc}: unknown host ({exc.strerror or exc})") from None
+    except TimeoutError:
+        raise UserError(f"server {parts.netloc}: no answer within {timeout_s:g} s (address, firewall?)") from None
+    except OSError as exc:
+        raise UserError(f"server {parts.netloc}: cannot connect ({exc.strerror or exc})") from None

@@ -26,7 +26,7 @@ def main(args: argparse.Namespace) -> int:
 
     monkey.patch_all()
     from ..corpus import build_corpus
-    from ..options import server_url, session_config
+    from ..options import check_reachable, server_url, session_config
     from ..samples import Sample
     from ..session import run_session, worker_name
     from ..summary_text import session_summary_lines
@@ -39,6 +39,7 @@ def main(args: argparse.Namespace) -> int:
     path = Path(args.file)
     corpus = build_corpus([Sample(path.name, path, "")], args.silence_prefix)
     clip = corpus.clips[0]
+    check_reachable(url, args.connect_timeout)  # after the file: local mistakes first
     print(f"streaming {path} ({clip.audio_s:.2f} s) to {url} at {cfg.speed:g}x", file=sys.stderr)
 
     def show(_stream, msg, _t) -> None:

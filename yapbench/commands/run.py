@@ -64,13 +64,15 @@ def locust_command(args: argparse.Namespace, host: str, run_dir: str) -> list[st
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..options import server_url
+    from ..options import check_reachable, server_url
     from ..runlog import default_run_dir
 
     run_dir = args.run_dir or str(default_run_dir())
     if args.host:
-        hosts = ",".join(server_url(h.strip()) for h in args.host.split(",") if h.strip())
-        return subprocess.call(locust_command(args, hosts, run_dir))
+        hosts = [server_url(h.strip()) for h in args.host.split(",") if h.strip()]
+        for url in hosts:
+            check_reachable(url, args.connect_timeout)
+        return subprocess.call(locust_command(args, ",".join(hosts), run_dir))
     with embedded_server(args) as server:
         return subprocess.call(locust_command(args, server.url, run_dir))
 

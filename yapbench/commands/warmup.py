@@ -24,7 +24,7 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..corpus import build_corpus
-    from ..options import server_url, session_config
+    from ..options import check_reachable, server_url, session_config
     from ..samples import Sample
     from ..session import run_session, worker_name
     from ..summary_text import session_summary_lines
@@ -35,6 +35,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = session_config(args, url, worker=worker_name())
     path = Path(args.file)
     clip = build_corpus([Sample(path.name, path, "")], args.silence_prefix).clips[0]
+    check_reachable(url, args.connect_timeout)  # after the file: local mistakes first
     result = run_session(cfg, clip)
     if result.outcome == "ok":
         print(f"OK {url}: ready {result.ready_ms:.0f} ms, first response {_fmt(result.first_response_ms)}, "

@@ -24,6 +24,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from .. import __version__
 from ..corpus import Corpus, build_corpus
 from ..errors import UserError
+from ..gates import load_gates
 from ..gpu import GpuSampler
 from ..metrics import SessionResult
 from ..runlog import RunLog, default_run_dir, rows_of
@@ -54,8 +55,11 @@ class Recorder:
         self._worker_active: dict[str, int] = {}
         self._drained: set[str] = set()
         self.gpu: GpuSampler | None = None
-        self._corpus: Corpus | None = None
         self.samples = select(load_manifest(opts.manifest), opts.samples)
+        # Decoded at start, in every process: a bad sample is one line and exit 2 here, not a traceback per task.
+        self.corpus: Corpus = build_corpus(self.samples, opts.silence_prefix)
+        if opts.gates and not self.is_worker:
+            load_gates(opts.gates)  # a broken gates file fails now, not after the whole load
         self.runlog: RunLog | None = None
         if not self.is_worker:
             self.runlog = RunLog(opts.run_dir or default_run_dir())
@@ -72,12 +76,6 @@ class Recorder:
             self.poller = SlotPoller(self.targets, None if self.is_worker else self.runlog.dir)
 
     # -- inputs shared by the process's users ----------------------------------------------------------------
-
-    @property
-    def corpus(self) -> Corpus:
-        if self._corpus is None:  # decoded once per process, on first use (workers never need the master's)
-            self._corpus = build_corpus(self.samples, self.environment.parsed_options.silence_prefix)
-        return self._corpus
 
     def next_target(self) -> str:
         """The target for a new session: round robin over --host's list, or the one with most free slots."""
