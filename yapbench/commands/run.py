@@ -34,6 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--think-time", type=float, default=1.0, help="mean seconds between a user's sessions")
     parser.add_argument("--shape", choices=("none", "ramp", "steps", "spike"), default="none", help="load shape")
     parser.add_argument("--run-dir", default="", help="run directory (default reports/<run-id>)")
+    parser.add_argument("--provision", default="", metavar="HOSTS_TOML",
+                        help="deploy/start the servers of this inventory first (yapbench provision up), then load them")
+    parser.add_argument("--known-hosts", default="", help="known_hosts file for --provision")
+    parser.add_argument("--accept-new-host-keys", action="store_true", help="accept unknown SSH host keys (--provision)")
     parser.add_argument("--gates", default="", help="gates TOML: exit 1 when a gate fails")
     parser.add_argument("--baseline", default="", help="baseline run directory for regression gates")
     server = parser.add_argument_group("embedded reference server (when no --host is given)")
@@ -45,8 +49,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def locust_command(args: argparse.Namespace, host: str, run_dir: str) -> list[str]:
     """The Locust command line for this run (the API key travels in the environment, never here)."""
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-           "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.run_time, "--host", host,
+           "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.run_time,
            "--think-time", str(args.think_time), "--shape", args.shape]
+    if host:
+        cmd += ["--host", host]
+    if getattr(args, "provision", ""):
+        cmd += ["--provision", args.provision]
+        cmd += ["--known-hosts", args.known_hosts] if args.known_hosts else []
+        cmd += ["--accept-new-host-keys"] if args.accept_new_host_keys else []
     if run_dir:
         cmd += ["--run-dir", run_dir]
     if args.processes:
@@ -68,6 +78,8 @@ def main(args: argparse.Namespace) -> int:
     from ..runlog import default_run_dir
 
     run_dir = args.run_dir or str(default_run_dir())
+    if args.provision:
+        return subprocess.call(locust_command(args, "", run_dir))
     if args.host:
         hosts = [server_url(h.strip()) for h in args.host.split(",") if h.strip()]
         for url in hosts:

@@ -33,6 +33,13 @@ def add_options(parser) -> None:
     parser.add_argument("--step-time", type=float, default=30.0, help="seconds per step (--shape steps)")
     parser.add_argument("--capacity-spec", default="", include_in_web_ui=False,
                         help="search parameters for --shape capacity (written by `yapbench capacity`)")
+    parser.add_argument("--provision", default="", include_in_web_ui=False,
+                        help="hosts TOML: deploy/start the servers there (yapbench provision up), wait for Ready, "
+                             "load them; on the master only")
+    parser.add_argument("--known-hosts", default="", include_in_web_ui=False,
+                        help="known_hosts file for --provision (default ~/.ssh/known_hosts)")
+    parser.add_argument("--accept-new-host-keys", action="store_true", default=False, include_in_web_ui=False,
+                        help="accept unknown SSH host keys for --provision (changed keys are always refused)")
     parser.add_argument("--gates", default="", help="gates TOML: the run's exit code follows its verdict")
     parser.add_argument("--baseline", default="", help="baseline run directory for the gates' regression limits")
     parser.add_argument("--no-report", action="store_true", default=False, include_in_web_ui=False,

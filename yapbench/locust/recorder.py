@@ -63,17 +63,24 @@ class Recorder:
         self.runlog: RunLog | None = None
         if not self.is_worker:
             self.runlog = RunLog(opts.run_dir or default_run_dir())
-        self.targets = [normalize_target(t) for t in (environment.host or "").split(",") if t.strip()]
-        if not self.targets:
-            self.targets = [normalize_target("")]
+        self.targets = parse_targets(environment.host)  # validated now; refreshed at each test start
         self.policy = opts.target_policy
         self._next_target = 0
         self._started_since_poll: dict[str, int] = {}
         self._poll_generation = -1
-        # The master polls to record server.csv; a process that runs users polls when it routes by load.
         self.poller: SlotPoller | None = None
+        self.remote_gpus: list = []
+
+    def refresh_targets(self) -> None:
+        """At test start: the host list may have come from the web UI form, the master or --provision."""
+        self.targets = parse_targets(self.environment.host)
+        # The master polls to record server.csv; a process that runs users polls when it routes by load.
+        if self.poller is not None:
+            self.poller.stop()
+        self.poller = None
         if not self.is_worker or self.policy == "least_loaded":
             self.poller = SlotPoller(self.targets, None if self.is_worker else self.runlog.dir)
+            self.poller.start()
 
     # -- inputs shared by the process's users ----------------------------------------------------------------
 
@@ -183,11 +190,13 @@ class Recorder:
         self.runlog.write_meta({"ended_at": time.time(), "sessions": self.runlog.sessions_written})
 
 
-def normalize_target(host: str) -> str:
+def parse_targets(host: str | None) -> list[str]:
+    """--host as a list of ws:// URLs (comma-separated for a fleet; empty: $YAP_ADDR:$YAP_PORT)."""
+    parts = [h.strip() for h in (host or "").split(",") if h.strip()] or [""]
     try:
-        return server_url(host.strip() or None)
+        return [server_url(h or None) for h in parts]
     except UserError:
-        raise UserError(f"--host {host!r} is not a ws:// URL or HOST:PORT") from None
+        raise UserError(f"--host {host!r} is not a ws:// URL or HOST:PORT (comma-separated for several)") from None
 
 
 def redact_argv(argv: list[str]) -> list[str]:
@@ -219,6 +228,10 @@ def _on_init(environment: Environment, **_kw) -> None:
     if environment.parsed_options is None or not hasattr(environment.parsed_options, "samples"):
         return  # a Locust run that did not load yapbench's options (library use)
     try:
+        if environment.parsed_options.provision and not isinstance(environment.runner, WorkerRunner):
+            from .provisioned import provision_or_exit
+
+            provision_or_exit(environment)
         rec = Recorder(environment)
     except UserError as exc:
         log.error("yapbench: %s", exc)
@@ -242,14 +255,17 @@ def _on_test_start(environment: Environment, **_kw) -> None:
         return
     if not rec.is_master:
         rec.corpus  # decode and encode the samples now: on the first user's turn it would stall streams in flight
+    rec.refresh_targets()
     if rec.runlog is not None:
         rec.write_start_meta()
         # GPUs of this machine (a server on the same host, or a generator on a GPU box); a note when there are none.
         rec.gpu = GpuSampler(rec.runlog.dir).start()
         if rec.gpu.note:
             log.info("yapbench: %s", rec.gpu.note)
-    if rec.poller is not None:
-        rec.poller.start()
+        if environment.parsed_options.provision:
+            from .provisioned import remote_gpu_samplers
+
+            rec.remote_gpus = remote_gpu_samplers(environment.parsed_options, rec.runlog.dir)
 
 
 @events.test_stop.add_listener
@@ -261,6 +277,9 @@ def _on_test_stop(environment: Environment, **_kw) -> None:
         rec.poller.stop()
     if rec.gpu is not None:
         rec.gpu.stop()
+    for sampler in rec.remote_gpus:
+        sampler.stop()
+    rec.remote_gpus = []
 
 
 def run_dir_of(environment: Environment) -> Path | None:

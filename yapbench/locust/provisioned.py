@@ -1,0 +1,62 @@
+"""`--provision hosts.toml`: bring the servers up (provision.api) before the load, on the master only; then point
+the load at them and sample their GPUs over the same SSH access.
+
+Workers need nothing of this: Locust's master sends them the host list with every spawn.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import UserError
+from ..gpu import RemoteGpuSampler
+
+log = logging.getLogger("yapbench")
+
+
+def ssh_options(opts):
+    from provision.executor import SshOptions
+
+    return SshOptions(known_hosts=opts.known_hosts or None, accept_new_host_keys=opts.accept_new_host_keys)
+
+
+def bring_up(opts) -> str:
+    """Run `provision up` on the inventory and wait for Ready; the comma-separated ws:// targets."""
+    from provision import api
+
+    log.info("yapbench: provisioning the servers of %s (this can take a while on a fresh host)", opts.provision)
+    results = api.up(opts.provision, ssh=ssh_options(opts))
+    for r in results:
+        log.info("yapbench: %s: %s", r.host, "ready" if r.ok else f"FAILED: {r.error}")
+    return ",".join(api.targets(results))  # UserError names every host that is not Ready
+
+
+def remote_gpu_samplers(opts, run_dir: Path) -> list[RemoteGpuSampler]:
+    """One nvidia-smi stream per provisioned host, into the run's gpu.csv; a host that fails only logs a note."""
+    from provision.api import resolve_hosts
+    from provision.credentials import load_secrets
+    from provision.executor import connect
+
+    samplers = []
+    secrets = load_secrets()
+    for host in resolve_hosts(opts.provision):
+        try:
+            executor = connect(host, ssh_options(opts), redact=secrets.redact)
+        except Exception as exc:  # the load goes on without this host's telemetry
+            log.warning("yapbench: no GPU telemetry from %s: %s", host.name, exc)
+            continue
+        sampler = RemoteGpuSampler(executor.conn, run_dir).start()
+        if sampler.note:
+            log.warning("yapbench: %s: %s", host.name, sampler.note)
+        samplers.append(sampler)
+    return samplers
+
+
+def provision_or_exit(environment) -> None:
+    opts = environment.parsed_options
+    try:
+        environment.host = bring_up(opts)
+    except UserError as exc:
+        log.error("yapbench: --provision %s: %s", opts.provision, exc)
+        raise SystemExit(2) from None
