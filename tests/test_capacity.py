@@ -74,3 +74,21 @@ def test_unusable_slo_is_exit_2_before_any_load(tmp_path):
                            "--slo", "first_wrod.p95<=1s", "--run-dir", str(tmp_path / "c")],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 2 and "first_wrod" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_fleet_is_answered_per_target_and_in_total(ref_server, tmp_path):
+    fast = ref_server(batch_size=8, step_ms=1)
+    slow = ref_server(batch_size=8, step_ms=100)  # one step per 100 ms: it cannot keep up with 4x real time
+    host = f"{fast.url},{slow.url}"
+    cmd = [sys.executable, "-m", "yapbench.cli", "capacity", "--host", host, "--run-dir", str(tmp_path / "cap"),
+           "--window", "2", "--settle", "2", "--stable-windows", "2", "--max-windows", "2", "--start", "2",
+           "--max-users", "4", "--samples", "real/en_ljspeech_LJ002-00*", "--speed", "4",
+           "--slo", "backlog.p99<=400ms"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    answer = json.loads((tmp_path / "cap" / "capacity.json").read_text())
+    assert proc.returncode == 1 and answer["capacity"] is None  # the fleet as a whole breaks at once
+    per = answer["per_target"]
+    fast_url, slow_url = (next(u for u in per if str(s.port) in u) for s in (fast, slow))
+    assert per[fast_url]["capacity_streams"] >= 1
+    assert per[slow_url]["capacity_streams"] is None and "backlog" in per[slow_url]["broken_first"][0]
+    assert f"{fast_url}: " in proc.stdout and f"{slow_url}: no level" in proc.stdout

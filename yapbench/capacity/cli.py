@@ -93,6 +93,10 @@ def main(args: argparse.Namespace) -> int:
 
     print(f"capacity curve: {plot_capacity(answer, run_dir)}")
     print(one_line(answer))
+    for url, t in answer.get("per_target", {}).items():
+        broke = ", ".join(t["broken_first"]) or "nothing"
+        print(f"  {url}: {t['capacity_streams'] if t['capacity_streams'] is not None else 'no level'} streams held"
+              f" every SLO; above it: {broke}")
     return 0 if answer["capacity"] is not None else 1
 
 

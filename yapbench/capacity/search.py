@@ -52,6 +52,7 @@ class LevelResult:
     stable: bool
     sessions: int
     values: dict[str, float | None] = field(default_factory=dict)
+    per_target: dict[str, dict] = field(default_factory=dict)  # fleets: each target's streams and verdict
 
     @property
     def generator_bound(self) -> bool:
@@ -76,6 +77,7 @@ class LevelResult:
             "stable": self.stable,
             "sessions": self.sessions,
             "values": self.values,
+            "per_target": self.per_target,
         }
 
 
@@ -131,6 +133,21 @@ class CapacitySearch:
             return None
         return (self.good.users + self.bad.users) // 2
 
+    def per_target(self) -> dict[str, dict]:
+        """For a fleet: the most streams each target carried at a level where it held every SLO itself."""
+        out: dict[str, dict] = {}
+        for lv in self.levels:
+            for url, t in lv.per_target.items():
+                row = out.setdefault(url, {"capacity_streams": None, "broken_first": []})
+                if t["passed"] and (row["capacity_streams"] is None or t["streams"] > row["capacity_streams"]):
+                    row["capacity_streams"] = t["streams"]
+        for url, row in out.items():
+            above = [lv.per_target[url] for lv in sorted(self.levels, key=lambda l: l.users)
+                     if url in lv.per_target and not lv.per_target[url]["passed"]
+                     and lv.per_target[url]["streams"] > (row["capacity_streams"] or 0)]
+            row["broken_first"] = above[0]["broken"] if above else []
+        return out
+
     def answer(self) -> dict:
         bad = self.bad
         return {
@@ -141,12 +158,24 @@ class CapacitySearch:
             "broken_first": (bad.broken or (["rejections"] if bad.rejection_rate > 0 else [])) if bad else [],
             "levels": [lv.as_dict(self.spec.stop_on_rejection) for lv in sorted(self.levels, key=lambda l: l.users)],
             "slos": list(self.spec.slos),
+            "per_target": self.per_target(),
         }
 
 
 def evaluate_level(users: int, summary: dict, conditions: Sequence[Condition], windows: int, stable: bool,
                    ) -> LevelResult:
     checks = [c.check(summary) for c in conditions]
+    sessions = int(summary.get("sessions") or 0)
+    per_target = {}
+    for url, sub in (summary.get("targets") or {}).items():
+        sub_checks = [c.check(sub) for c in conditions]
+        rejected = float(sub.get("rejection_rate") or 0.0) > 0
+        per_target[url] = {
+            # streams this target carried: the level's concurrency times its share of the sessions
+            "streams": round(users * int(sub.get("sessions") or 0) / sessions, 1) if sessions else 0.0,
+            "passed": all(r.passed for r in sub_checks) and not rejected,
+            "broken": [str(r.condition) for r in sub_checks if not r.passed] + (["rejections"] if rejected else []),
+        }
     return LevelResult(
         users=users,
         checks=checks,
@@ -156,4 +185,5 @@ def evaluate_level(users: int, summary: dict, conditions: Sequence[Condition], w
         stable=stable,
         sessions=int(summary.get("sessions") or 0),
         values={str(c.path): r.value for c, r in zip(conditions, checks)},
+        per_target=per_target,
     )
