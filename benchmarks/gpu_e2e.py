@@ -3,9 +3,11 @@ load on the same machine, NVML telemetry, the report. Run from the repository ro
 
     python benchmarks/gpu_e2e.py single --batch-sizes 64,256,512 --duration 40 --out OUTDIR
     python benchmarks/gpu_e2e.py fleet --gpus 2 --batch-size 256 --users 400 --duration 40 --out OUTDIR
+    python benchmarks/gpu_e2e.py capacity --gpus 2 --batch-size 256 --out OUTDIR
 
 `single`: one server on GPU 0 per batch size, as many streams as slots. `fleet`: one server per GPU (ports P, P+1,
 CUDA_VISIBLE_DEVICES=i), streams spread least-loaded; the report breaks metrics down per target and per GPU.
+`capacity`: `yapbench capacity` on that fleet: the total and each GPU's answer.
 Prints one table row per run and leaves each run directory (report.html, PNGs, summary.json, gpu.csv) under OUTDIR.
 """
 
@@ -80,7 +82,7 @@ def row(label: str, run_dir: Path, steps: list[float | None]) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["single", "fleet"])
+    p.add_argument("mode", choices=["single", "fleet", "capacity"])
     p.add_argument("--batch-sizes", default="64,256,512")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--gpus", type=int, default=2)
@@ -99,6 +101,20 @@ def main() -> int:
                 run_dir = a.out / f"single-b{b}"
                 load([server.url], a.users or b, a.duration, a.processes, run_dir, "round_robin")
                 rows.append(row(f"single b={b} u={a.users or b}", run_dir, [step_ms(server.http_url)]))
+    elif a.mode == "capacity":
+        servers = [start_on_gpu(i, a.batch_size, a.engine) for i in range(a.gpus)]
+        try:
+            run_dir = a.out / f"capacity-{a.gpus}x{a.batch_size}"
+            subprocess.call([sys.executable, "-m", "yapbench.cli", "capacity", "--host", ",".join(s.url for s in servers),
+                             "--run-dir", str(run_dir), "--processes", str(a.processes), "--start", "64",
+                             "--resolution", "16", "--window", "5", "--settle", "5", "--stable-windows", "2",
+                             "--max-windows", "3", "--target-policy", "least_loaded",
+                             "--slo", "first_word.p95<=2000ms", "--slo", "backlog.p99<=320ms",
+                             "--samples", "mid.wav,real/en_jfk_inaugural_1961.flac"], cwd=REPO)
+            rows.append(json.loads((run_dir / "capacity.json").read_text()))
+        finally:
+            for s in servers:
+                s.stop()
     else:
         servers = [start_on_gpu(i, a.batch_size, a.engine) for i in range(a.gpus)]
         try:

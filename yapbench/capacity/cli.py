@@ -13,13 +13,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import UserError
-from ..options import add_session_options
 
 DEFAULT_SLOS = ("word_lag.p95<=1000ms",)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=None, help="server(s) (default: the embedded reference server)")
+    from ..commands.run import add_load_options
+
+    add_load_options(parser)
     parser.add_argument("--slo", action="append", default=[], metavar="EXPR",
                         help='a condition every level must hold, e.g. "first_word.p95<=1000ms" (repeatable; '
                              f'default {DEFAULT_SLOS[0]!r})')
@@ -38,18 +39,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pause", type=float, default=0.25,
                         help="seconds each user waits between sessions (default 0.25): the server frees a slot one "
                              "step after a close, and a user that reconnects at once would be rejected by itself")
-    parser.add_argument("--samples", default=None, help="manifest names/globs or lang:xx")
-    parser.add_argument("--processes", type=int, default=0, help="Locust worker processes (see yapbench run)")
-    parser.add_argument("--run-dir", default="", help="run directory (default reports/<run-id>)")
-    server = parser.add_argument_group("embedded reference server (when no --host is given)")
-    server.add_argument("--server-engine", default="synthetic", help="synthetic (default), sphinx or torch")
-    server.add_argument("--server-batch-size", type=int, default=64, help="slots (default 64)")
-    add_session_options(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..commands.run import locust_command
-    from ..options import server_url
+    from ..commands.run import run_load
     from ..runlog import default_run_dir
     from ..slo import parse_condition
     from .search import SearchSpec
@@ -73,17 +66,7 @@ def main(args: argparse.Namespace) -> int:
     args.users, args.spawn_rate, args.run_time, args.think_time = spec.max_users, 50.0, "24h", args.pause
     args.shape, args.gates, args.baseline = "capacity", "", ""
 
-    def run_load(host: str) -> int:
-        cmd = locust_command(args, host, str(run_dir)) + ["--capacity-spec", str(run_dir / SPEC_JSON)]
-        return subprocess.call(cmd)
-
-    if args.host:
-        code = run_load(",".join(server_url(h.strip()) for h in args.host.split(",") if h.strip()))
-    else:
-        from ..commands.run import embedded_server
-
-        with embedded_server(args) as server:
-            code = run_load(server.url)
+    code = run_load(args, str(run_dir), "--capacity-spec", str(run_dir / SPEC_JSON))
     answer_path = run_dir / CAPACITY_JSON
     if not answer_path.exists():
         print(f"yapbench capacity: the load ended (exit {code}) before any level was measured", file=sys.stderr)
