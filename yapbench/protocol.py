@@ -117,6 +117,9 @@ def encode_server_message(msg: ServerMessage) -> bytes:
 
 
 READY_BYTES = msgpack.packb({"type": "Ready"})
+# How every Step starts on the wire: a 4-entry map, "type" first (rmp_serde writes the tag of an internally tagged
+# enum first). Lets a receiver recognise the commonest message by its bytes instead of decoding it.
+STEP_PREFIX = b"\x84" + msgpack.packb("type") + msgpack.packb("Step")
 
 
 # --- client -> server -------------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ blocks only the calling greenlet.
 from __future__ import annotations
 
 import _socket  # the C socket: the Streamer drives the raw fd from the hub, outside gevent's socket wrapper
+import ipaddress
 import itertools
 import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ from .streamer import MessageListener, PreparedClip, Stream, Streamer
 # perf_counter -> epoch seconds, fixed once per process so every record shares one clock.
 _EPOCH_OFFSET = time.time() - time.perf_counter()
 _marker_ids = itertools.count(1)
+RESOLVE_TTL_S = 60.0
+_resolved: dict[tuple[str, int], tuple[float, int, tuple]] = {}  # (host, port) -> (expiry, family, sockaddr)
 
 
 def epoch(perf: float) -> float:
@@ -129,7 +133,8 @@ def _upgrade(cfg: SessionConfig, url: str, result: SessionResult):
         return None
     ws = websocket.WebSocket(skip_utf8_validation=True)
     try:
-        ws.connect(connect_url, header=headers, timeout=cfg.connect_timeout_s, suppress_origin=True)
+        tcp = _tcp_connect(url, cfg.connect_timeout_s)
+        ws.connect(connect_url, header=headers, timeout=cfg.connect_timeout_s, suppress_origin=True, socket=tcp)
     except websocket.WebSocketBadStatusException as exc:
         if exc.status_code == 401:
             result.outcome = Outcome.AUTH_FAILED
@@ -147,6 +152,36 @@ def _upgrade(cfg: SessionConfig, url: str, result: SessionResult):
     raw = _socket.socket(fileno=fd)
     raw.setblocking(False)
     return raw
+
+
+def _tcp_connect(url: str, timeout_s: float) -> socket.socket:
+    """The TCP connection the upgrade runs on (websocket-client would resolve the host on every connect, and
+    gevent resolves on a thread pool: a thread hand-off and GIL contention per session at thousands of streams)."""
+    parts = urlsplit(url)
+    family, address = _address(parts.hostname or "", parts.port or 80)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a Marker must not wait behind Nagle
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _address(host: str, port: int) -> tuple[int, tuple]:
+    """(family, sockaddr): a numeric host as is, a name resolved at most once per RESOLVE_TTL_S."""
+    try:
+        ip = ipaddress.ip_address(host)
+        return (socket.AF_INET6, (host, port, 0, 0)) if ip.version == 6 else (socket.AF_INET, (host, port))
+    except ValueError:
+        pass
+    cached = _resolved.get((host, port))
+    if cached is None or cached[0] < time.monotonic():
+        family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        cached = _resolved[(host, port)] = (time.monotonic() + RESOLVE_TTL_S, family, sockaddr)
+    return cached[1], cached[2]
 
 
 def _describe_connect_error(exc: Exception, url: str) -> str:
@@ -178,7 +213,7 @@ def _fill_result(result: SessionResult, s: Stream, t_upgraded: float) -> None:
         return
     t0 = sent[0]
     result.send_times = sent + _EPOCH_OFFSET
-    result.send_lag_ms = ((sent - s.sched_perf[:complete]) * 1000.0).astype(np.float32)
+    result.send_lag_ms = ((sent - s.scheduled(complete)) * 1000.0).astype(np.float32)
     if s.t_first_msg is not None:
         result.first_response_ms = (s.t_first_msg - t0) * 1000.0
     if s.t_first_word is not None:

@@ -29,6 +29,11 @@ from . import wsframe
 from .metrics import Outcome
 
 TICK_S = 0.001  # pacing resolution: the hub wakes at most this often to send due frames
+RECV_BYTES = 65536  # one read; a fuller socket is read again at once (libev's io watchers are level-triggered)
+# A whole unmasked binary frame (short length) holding a msgpack Step: the 1B model sends one per stream per step,
+# most of the receive traffic, and all a Step changes here is a counter. Recognised by its bytes, not decoded.
+_STEP_PAYLOAD = P.STEP_PREFIX
+_STEP_PAYLOAD_AT = 2  # after the frame's two header bytes (a Step is far shorter than 126 bytes)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,6 @@ class Stream:
         self.frames_sent = 0
         self.t_start = 0.0  # perf time the first frame was scheduled for
         self.send_perf = np.zeros(clip.n_frames)
-        self.sched_perf = np.zeros(clip.n_frames)
         self.t_ready: float | None = None
         self.t_first_msg: float | None = None
         self.t_first_word: float | None = None
@@ -155,13 +159,16 @@ class Stream:
             if deadline > now:
                 return deadline
             i = self.next_frame
-            self.sched_perf[i] = deadline
             self.next_frame += 1
             self.frames_sent += 1
             self._write(i, frames[i])
         if self.phase == Phase.STREAMING:
             self._start_flush()
         return None
+
+    def scheduled(self, n: int) -> np.ndarray:
+        """Scheduled perf times of the first n speech frames (the plan is a fixed grid from the first deadline)."""
+        return self.t_start + np.arange(n) * self.period
 
     def _start_flush(self) -> None:
         # PROTOCOL.md §3: the echo needs following audio (the server counts global steps), so a Marker is followed
@@ -179,31 +186,41 @@ class Stream:
     # -- receiving --------------------------------------------------------------------------------------------
 
     def on_readable(self) -> None:
+        buf, view = _RECV_BUFFER
         while self.phase != Phase.DONE:
             try:
-                data = self.sock.recv(262144)
+                n = self.sock.recv_into(buf, RECV_BYTES)
             except BlockingIOError:
                 return
             except OSError as exc:
                 self.finish(Outcome.DISCONNECTED, f"connection reset: {exc}")
                 return
-            if not data:
+            if not n:
                 self.finish(Outcome.DISCONNECTED, "server closed the connection without a close frame")
                 return
             now = time.perf_counter()
-            try:
-                frames = self.reader.feed(data)
-            except wsframe.FrameError as exc:
-                self.finish(Outcome.PROTOCOL_ERROR, f"invalid WebSocket frame: {exc}")
-                return
-            for frame in frames:
-                self._on_frame(frame, now)
-                if self.phase == Phase.DONE:
+            if (n == buf[1] + 2 and buf[0] == 0x82 and self.listener is None and not self.reader.pending
+                    and buf.startswith(_STEP_PAYLOAD, _STEP_PAYLOAD_AT, n)):
+                self._on_step(now)  # the common case: exactly one Step frame arrived
+            else:
+                try:
+                    frames = self.reader.feed(view[:n])
+                except wsframe.FrameError as exc:
+                    self.finish(Outcome.PROTOCOL_ERROR, f"invalid WebSocket frame: {exc}")
                     return
+                for frame in frames:
+                    self._on_frame(frame, now)
+                    if self.phase == Phase.DONE:
+                        return
+            if n < RECV_BYTES:
+                return  # drained: the watcher calls again when more arrives (saves a failing recv per wake-up)
 
     def _on_frame(self, frame: wsframe.Frame, now: float) -> None:
         op = frame.opcode
         if op == wsframe.OP_BINARY:
+            if self.listener is None and self.phase != Phase.AWAIT_READY and frame.payload.startswith(_STEP_PAYLOAD):
+                self._on_step(now)
+                return
             try:
                 msg = P.decode_server_message(frame.payload)
             except P.ProtocolError as exc:
@@ -239,11 +256,7 @@ class Stream:
         if self.t_first_msg is None and not isinstance(msg, P.Ready):
             self.t_first_msg = now
         if isinstance(msg, P.Step):
-            self.steps += 1
-            if self.phase == Phase.STREAMING:
-                backlog = (self.frames_sent - self.steps) * P.FRAME_SECONDS * 1000.0
-                if self.backlog_max_ms is None or backlog > self.backlog_max_ms:
-                    self.backlog_max_ms = backlog
+            self._on_step(now)
         elif isinstance(msg, P.Word):
             if self.t_first_word is None:
                 self.t_first_word = now
@@ -257,6 +270,18 @@ class Stream:
                 self.finish(Outcome.OK)
         elif isinstance(msg, P.Error):
             self.finish(Outcome.SERVER_ERROR, f"server: {msg.message}")
+
+    def _on_step(self, now: float) -> None:
+        if self.phase == Phase.AWAIT_READY:
+            self.finish(Outcome.PROTOCOL_ERROR, "Step before Ready")
+            return
+        if self.t_first_msg is None:
+            self.t_first_msg = now
+        self.steps += 1
+        if self.phase == Phase.STREAMING:
+            backlog = (self.frames_sent - self.steps) * P.FRAME_SECONDS * 1000.0
+            if self.backlog_max_ms is None or backlog > self.backlog_max_ms:
+                self.backlog_max_ms = backlog
 
     # -- ending -----------------------------------------------------------------------------------------------
 
@@ -358,6 +383,11 @@ class Streamer:
                 w.close()
                 setattr(stream, attr, None)
         self.active -= 1
+
+
+# One receive buffer per process: every callback runs to completion in the hub, and FrameReader copies what it keeps.
+_RECV_BYTEARRAY = bytearray(RECV_BYTES)
+_RECV_BUFFER = (_RECV_BYTEARRAY, memoryview(_RECV_BYTEARRAY))
 
 
 def _guarded(stream: Stream, callback: Callable[[], None]) -> None:
