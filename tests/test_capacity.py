@@ -89,6 +89,6 @@ def test_a_fleet_is_answered_per_target_and_in_total(ref_server, tmp_path):
     assert proc.returncode == 1 and answer["capacity"] is None  # the fleet as a whole breaks at once
     per = answer["per_target"]
     fast_url, slow_url = (next(u for u in per if str(s.port) in u) for s in (fast, slow))
-    assert per[fast_url]["capacity_streams"] >= 1
+    assert per[fast_url]["capacity_streams"] > 0  # short clips at 4x: a user streams a fraction of the time
     assert per[slow_url]["capacity_streams"] is None and "backlog" in per[slow_url]["broken_first"][0]
     assert f"{fast_url}: " in proc.stdout and f"{slow_url}: no level" in proc.stdout

@@ -165,14 +165,14 @@ class CapacitySearch:
 def evaluate_level(users: int, summary: dict, conditions: Sequence[Condition], windows: int, stable: bool,
                    ) -> LevelResult:
     checks = [c.check(summary) for c in conditions]
-    sessions = int(summary.get("sessions") or 0)
+    speed = float((summary.get("run") or {}).get("speed") or 1.0)
     per_target = {}
     for url, sub in (summary.get("targets") or {}).items():
         sub_checks = [c.check(sub) for c in conditions]
         rejected = float(sub.get("rejection_rate") or 0.0) > 0
         per_target[url] = {
-            # streams this target carried: the level's concurrency times its share of the sessions
-            "streams": round(users * int(sub.get("sessions") or 0) / sessions, 1) if sessions else 0.0,
+            # Streams this target carried, by Little's law: seconds of audio served per wall second / speed.
+            "streams": round(float((sub.get("throughput") or {}).get("audio_s_per_s") or 0.0) / speed, 1),
             "passed": all(r.passed for r in sub_checks) and not rejected,
             "broken": [str(r.condition) for r in sub_checks if not r.passed] + (["rejections"] if rejected else []),
         }
