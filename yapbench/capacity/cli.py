@@ -72,26 +72,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"yapbench capacity: the load ended (exit {code}) before any level was measured", file=sys.stderr)
         return 2
     answer = json.loads(answer_path.read_text(encoding="utf-8"))
-    from .plot import plot_capacity
+    from .answer import answer_lines
+    from .plot import CAPACITY_PNG
 
-    print(f"capacity curve: {plot_capacity(answer, run_dir)}")
-    print(one_line(answer))
-    for url, t in answer.get("per_target", {}).items():
-        broke = ", ".join(t["broken_first"]) or "nothing"
-        print(f"  {url}: {t['capacity_streams'] if t['capacity_streams'] is not None else 'no level'} streams held"
-              f" every SLO; above it: {broke}")
+    print(f"capacity curve: {run_dir / CAPACITY_PNG} (and in {run_dir / 'report.html'})")
+    print("\n".join(answer_lines(answer)))
     return 0 if answer["capacity"] is not None else 1
-
-
-def one_line(answer: dict) -> str:
-    cap, bad = answer["capacity"], answer["first_bad_users"]
-    broke = ", ".join(answer["broken_first"]) or "nothing"
-    if answer["limit"] == "generator":
-        return (f"capacity: the load generator was the limit at {bad} streams (send lag p99 > 10 ms), not the server; "
-                f"add Locust workers (--processes) and run again. Last level held by the server: {cap}")
-    if cap is None:
-        return f"capacity: even the first level ({bad} streams) broke: {broke}"
-    if answer["limit"] == "max_users":
-        return f"capacity: at least {cap} real-time streams: every SLO held up to --max-users"
-    return (f"capacity: {cap} real-time streams hold every SLO (resolution {answer['resolution']}); "
-            f"at {bad} streams: {broke}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -28,8 +29,25 @@ def build(run_dir: Path) -> dict:
         "outcomes": plots.outcomes(summary["outcomes"], run_dir),
         "wer": plots.wer_by_sample(summary["wer_by_sample"], run_dir),
     }
-    (run_dir / REPORT).write_text(render(summary, images, summary["notes"] + _missing(run)), encoding="utf-8")
+    capacity = _capacity(run_dir)
+    if capacity is not None:
+        from ..capacity.plot import plot_capacity
+
+        images["capacity"] = plot_capacity(capacity, run_dir).name
+    (run_dir / REPORT).write_text(render(summary, images, summary["notes"] + _missing(run), capacity),
+                                  encoding="utf-8")
     return summary
+
+
+def _capacity(run_dir: Path) -> dict | None:
+    """capacity.json, when the run was a `yapbench capacity` search."""
+    from ..capacity.shape import CAPACITY_JSON
+
+    path = run_dir / CAPACITY_JSON
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _missing(run: RunData) -> list[str]:

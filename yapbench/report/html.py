@@ -16,7 +16,7 @@ TARGET_COLUMNS = (("sessions", "sessions"), ("ok", "outcomes.ok"), ("rejected", 
                   ("first word p95", "first_word.p95"), ("word lag p95", "word_lag.p95"), ("WER", "wer"))
 
 
-def render(summary: dict, images: dict[str, str | None], notes: list[str]) -> str:
+def render(summary: dict, images: dict[str, str | None], notes: list[str], capacity: dict | None = None) -> str:
     run = summary["run"]
     title = f"yapbench report: {run.get('run_id', '')}".rstrip(": ")
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(summary["window"]["start"]))
@@ -26,6 +26,8 @@ def render(summary: dict, images: dict[str, str | None], notes: list[str]) -> st
                      "this run measured the generator, not the server. Use more generator processes or hosts, "
                      "or fewer users per process.</div>")
     parts += [f'<div class="note">{_e(n)}</div>' for n in notes]
+    if capacity is not None:
+        parts.append(_capacity_html(capacity, images.get("capacity")))
     parts.append("<h2>What was run</h2>" + _table(None, _run_rows(summary, started)))
     parts.append('<h2>Outcomes and key percentiles</h2><div class="grid">'
                  + _table(("outcome", "sessions", "share"), _outcome_rows(summary))
@@ -43,6 +45,21 @@ def render(summary: dict, images: dict[str, str | None], notes: list[str]) -> st
     template = Template(resources.files(__package__).joinpath("template.html").read_text(encoding="utf-8"))
     return template.substitute(title=_e(title), subtitle=_e(f"started {started}, built by yapbench report"),
                                body="\n".join(parts))
+
+
+def _capacity_html(capacity: dict, image: str | None) -> str:
+    from ..capacity.answer import answer_lines
+
+    rows = [(lv["users"], "holds" if lv["passed"] else "breaks",
+             ", ".join(lv["broken"] + (["generator send lag"] if lv["generator_bound"] else [])) or "",
+             _fmt(lv["rejection_rate"], pct=True), *(_fmt(v) for v in lv["values"].values()))
+            for lv in capacity["levels"]]
+    slo_columns = tuple(capacity["levels"][0]["values"]) if capacity["levels"] else ()
+    out = ("<h2>Capacity</h2>" + "".join(f"<p><b>{_e(line)}</b></p>" for line in answer_lines(capacity))
+           + _table(("streams", "verdict", "broken", "rejections", *slo_columns), rows))
+    if image:
+        out += f'<img src="{_e(image)}" alt="capacity curve">'
+    return out
 
 
 def _run_rows(summary: dict, started: str) -> list[tuple]:
