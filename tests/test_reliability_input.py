@@ -191,7 +191,7 @@ def test_malformed_url_for_locust(tmp_path):
                           "--host '127.0.0.1:notaport'")
 
 
-@pytest.mark.parametrize("command", ["client", "warmup", "run"])
+@pytest.mark.parametrize("command", ["client", "run"])
 def test_unreachable_server(command, tmp_path):
     port = refused_port()
     flag = "--host" if command == "run" else "--server"
@@ -199,3 +199,11 @@ def test_unreachable_server(command, tmp_path):
     line = assert_one_clear_line(yapbench(command, *args, flag, f"127.0.0.1:{port}"))
     assert line == f"yapbench {command}: server 127.0.0.1:{port}: connection refused (is the server running, on that port?)"
     assert not (tmp_path / "run").exists()
+
+
+def test_warmup_reports_a_dead_server_as_fail_exit_1():
+    """warmup is the health check: a dead server is its finding (FAIL, exit 1), not a usage error."""
+    port = refused_port()
+    proc = yapbench("warmup", "--server", f"127.0.0.1:{port}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stdout.startswith(f"FAIL ws://127.0.0.1:{port}/api/asr-streaming: connect_failed: connection refused")
