@@ -14,52 +14,47 @@ from ..errors import UserError
 from .recorder import run_dir_of
 
 
-class RampShape(LoadTestShape):
-    """0 to `peak` users linearly over the run time, then stop."""
+class TimedShape(LoadTestShape):
+    """A shape that runs `duration_s` seconds to `peak` users; subclasses say how many users at time t."""
+
+    abstract = True
 
     def __init__(self, peak: int, duration_s: float) -> None:
         super().__init__()
         self.peak, self.duration_s = peak, duration_s
 
+    def users_at(self, t: float) -> tuple[int, float]:
+        raise NotImplementedError
+
     def tick(self):
         t = self.get_run_time()
-        if t >= self.duration_s:
-            return None
+        return None if t >= self.duration_s else self.users_at(t)
+
+
+class RampShape(TimedShape):
+    """0 to `peak` users linearly over the run time, then stop."""
+
+    def users_at(self, t: float) -> tuple[int, float]:
         return math.ceil(self.peak * t / self.duration_s), max(1.0, self.peak / self.duration_s)
 
 
-class StepShape(LoadTestShape):
+class StepShape(TimedShape):
     """`step` more users every `step_s` seconds up to `peak`, holding each level a full step, then stop."""
 
     def __init__(self, peak: int, step: int, step_s: float, duration_s: float | None = None) -> None:
-        super().__init__()
-        self.peak, self.step, self.step_s = peak, step, step_s
-        self.duration_s = duration_s if duration_s else math.ceil(peak / step) * step_s
+        super().__init__(peak, duration_s if duration_s else math.ceil(peak / step) * step_s)
+        self.step, self.step_s = step, step_s
 
-    def level(self, t: float) -> int:
-        return min(self.peak, self.step * (int(t // self.step_s) + 1))
-
-    def tick(self):
-        t = self.get_run_time()
-        if t >= self.duration_s:
-            return None
-        return self.level(t), float(self.step)
+    def users_at(self, t: float) -> tuple[int, float]:
+        return min(self.peak, self.step * (int(t // self.step_s) + 1)), float(self.step)
 
 
-class SpikeShape(LoadTestShape):
+class SpikeShape(TimedShape):
     """A tenth of `peak` users, then `peak` in the middle third of the run time, then back: recovery from a burst."""
 
-    def __init__(self, peak: int, duration_s: float) -> None:
-        super().__init__()
-        self.peak, self.duration_s = peak, duration_s
-
-    def tick(self):
-        t = self.get_run_time()
-        if t >= self.duration_s:
-            return None
-        base = max(1, self.peak // 10)
+    def users_at(self, t: float) -> tuple[int, float]:
         in_spike = self.duration_s / 3 <= t < 2 * self.duration_s / 3
-        return (self.peak if in_spike else base), float(self.peak)
+        return (self.peak if in_spike else max(1, self.peak // 10)), float(self.peak)
 
 
 def shape_from_options(opts, run_dir: Path | None) -> LoadTestShape | None:
