@@ -82,10 +82,14 @@ def summarize(rows: list[dict], warmup_s: float, duration_s: float, sessions: li
         a = statistics.median(r[f"{who}_rss_mb"] for r in first)
         b = statistics.median(r[f"{who}_rss_mb"] for r in last)
         fds = [r[f"{who}_fds"] for r in measured]
-        out[who] = {"rss_start_mb": round(a, 1), "rss_end_mb": round(b, 1), "rss_growth_pct": round(100 * (b - a) / a, 2),
+        out[who] = {"rss_start_mb": round(a, 1), "rss_end_mb": round(b, 1),
+                    "rss_growth_pct": round(100 * (b - a) / a, 2),
                     "rss_max_mb": round(max(r[f"{who}_rss_mb"] for r in measured), 1),
                     "fds_min": min(fds), "fds_max": max(fds),
                     "cpu_pct_median": round(statistics.median(r[f"{who}_cpu_pct"] for r in measured), 1)}
+        # Descriptors per open stream are what must stay flat: the count itself follows the load.
+        extra = [r[f"{who}_fds"] - r["used_slots"] for r in measured if r["used_slots"] != ""]
+        out[who]["fds_minus_used_slots"] = [min(extra), max(extra)] if extra else None
     slots = [r["used_slots"] for r in measured if r["used_slots"] != ""]
     out["used_slots_median"] = statistics.median(slots) if slots else None
     out["sessions"] = len(sessions)

@@ -197,7 +197,8 @@ def test_unreachable_server(command, tmp_path):
     flag = "--host" if command == "run" else "--server"
     args = [str(SPEECH)] if command == "client" else ["--run-dir", str(tmp_path / "run")] if command == "run" else []
     line = assert_one_clear_line(yapbench(command, *args, flag, f"127.0.0.1:{port}"))
-    assert line == f"yapbench {command}: server 127.0.0.1:{port}: connection refused (is the server running, on that port?)"
+    reason = "connection refused (is the server running, on that port?)"
+    assert line == f"yapbench {command}: server 127.0.0.1:{port}: {reason}"
     assert not (tmp_path / "run").exists()
 
 

@@ -69,7 +69,8 @@ class JunkThrower:
         self._raw(b"GET /api/asr-streaming HTTP/1.1\r\nHost: x\r\n" + b"X-Junk: " + b"a" * 100_000)  # huge head
         self._upgraded(client_frame(b"hello, I am text", OP_TEXT))
         self._upgraded(client_frame(os.urandom(1 << 20), OP_BINARY))  # 1 MiB of undecodable message
-        self._upgraded(client_frame(encode_audio(np.frombuffer(os.urandom(7680), np.float32)), OP_BINARY))  # audio of random floats (NaN...)
+        noise = np.frombuffer(os.urandom(7680), np.float32)  # random floats: NaN, infinities, huge values
+        self._upgraded(client_frame(encode_audio(noise), OP_BINARY))
         self._upgraded(b"\x82\xff" + struct.pack("!Q", 1 << 40) + os.urandom(4))  # announces a 1 TiB frame
         self._upgraded(os.urandom(4096))  # random bytes after the upgrade
         if len(self.held) < HELD:  # half-open: connect and never speak; upgrade and never send
