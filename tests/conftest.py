@@ -162,3 +162,13 @@ def http_get(server: ServerProcess, path: str) -> tuple[int, bytes]:
 @pytest.fixture
 def get() -> Callable[[ServerProcess, str], tuple[int, bytes]]:
     return http_get
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Importing locust (or yapbench.locust) monkey-patches the whole test process: threads become greenlets and
+    unrelated tests hang or fail later. Test Locust code in a child process instead; say so at once."""
+    from gevent import monkey
+
+    if monkey.is_module_patched("threading"):
+        raise pytest.UsageError("a test module imports locust at import time, which gevent-patches the whole pytest "
+                                "process; exercise Locust code in a subprocess (see tests/test_shapes.py)")
