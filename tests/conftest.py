@@ -164,6 +164,16 @@ def get() -> Callable[[ServerProcess, str], tuple[int, bytes]]:
     return http_get
 
 
+@pytest.fixture(autouse=True)
+def _no_gevent_patching_in_the_test_process():
+    """The same, at run time: the test that patched fails by name, instead of a later one hanging."""
+    yield
+    from gevent import monkey
+
+    if monkey.is_module_patched("threading"):
+        pytest.fail("this test imported locust (or patched gevent) into the pytest process; use a subprocess")
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Importing locust (or yapbench.locust) monkey-patches the whole test process: threads become greenlets and
     unrelated tests hang or fail later. Test Locust code in a child process instead; say so at once."""

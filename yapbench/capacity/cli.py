@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
     from ..runlog import default_run_dir
     from ..slo import parse_condition
     from .search import SearchSpec
-    from .shape import CAPACITY_JSON, SPEC_JSON
+    from . import CAPACITY_JSON, SPEC_JSON
 
     slos = tuple(args.slo) or DEFAULT_SLOS
     for s in slos:

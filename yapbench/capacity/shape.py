@@ -20,11 +20,10 @@ import numpy as np
 from locust import LoadTestShape
 
 from ..slo import parse_condition
+from . import CAPACITY_JSON
 from .search import CapacitySearch, SearchSpec, evaluate_level, is_stable
 
 log = logging.getLogger("yapbench")
-CAPACITY_JSON = "capacity.json"
-SPEC_JSON = "capacity_spec.json"
 
 
 def window_summary(run_dir: Path, level_start: float, w_start: float, w_end: float) -> dict:

@@ -41,7 +41,7 @@ def build(run_dir: Path) -> dict:
 
 def _capacity(run_dir: Path) -> dict | None:
     """capacity.json, when the run was a `yapbench capacity` search."""
-    from ..capacity.shape import CAPACITY_JSON
+    from ..capacity import CAPACITY_JSON
 
     path = run_dir / CAPACITY_JSON
     try:
