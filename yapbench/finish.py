@@ -6,16 +6,31 @@ Run, report and gates meet only at the run directory: this module just calls the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from .errors import UserError
 
 
+DEFER_SUMMARY_ENV = "YAPBENCH_DEFER_SUMMARY"  # set by `yapbench run`, which prints it after Locust's own tables
+
+
+def print_summary(summary: dict, run_dir: Path, report: bool = True) -> None:
+    from .report import REPORT
+    from .report.text import headline
+
+    print(headline(summary))
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
+    print(f"run directory: {run_dir}")
+    if report:
+        print(f"report: {Path(run_dir) / REPORT}")
+
+
 def finish_run(run_dir: Path, report: bool = True, gates: str | None = None, baseline: str | None = None) -> int:
     """Build the report, apply the gates; return the run's exit code (0 pass, 1 fail, 2 unusable)."""
-    from .report import REPORT, build_report, summarize_run, write_summary
-    from .report.text import headline
+    from .report import build_report, summarize_run, write_summary
 
     try:
         if report:
@@ -26,12 +41,8 @@ def finish_run(run_dir: Path, report: bool = True, gates: str | None = None, bas
     except Exception as exc:  # a failed report must not hide the run: the raw records are still there
         print(f"yapbench: the report could not be built from {run_dir}: {exc!r}", file=sys.stderr)
         return 2
-    print(headline(summary))
-    for note in summary.get("notes", []):
-        print(f"note: {note}")
-    print(f"run directory: {run_dir}")
-    if report:
-        print(f"report: {Path(run_dir) / REPORT}")
+    if not os.environ.get(DEFER_SUMMARY_ENV):
+        print_summary(summary, run_dir, report)
     if not gates:
         # Without gates a run passes when the server served anything at all; rejections alone are a finding,
         # not a failure (Locust's own rule, "any failed request exits 1", would fail every capacity test).

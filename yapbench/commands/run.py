@@ -81,9 +81,20 @@ def locust_command(args: argparse.Namespace, host: str, run_dir: str) -> list[st
 
 
 def main(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from ..finish import DEFER_SUMMARY_ENV, print_summary
+    from ..report import SUMMARY
     from ..runlog import default_run_dir
 
-    return run_load(args, args.run_dir or str(default_run_dir()))
+    run_dir = Path(args.run_dir or default_run_dir())
+    os.environ[DEFER_SUMMARY_ENV] = "1"  # Locust prints its own tables last; yapbench's summary goes after them
+    code = run_load(args, str(run_dir))
+    if (run_dir / SUMMARY).exists():
+        print()
+        print_summary(json.loads((run_dir / SUMMARY).read_text(encoding="utf-8")), run_dir)
+    return code
 
 
 def run_load(args: argparse.Namespace, run_dir: str, *extra: str) -> int:
