@@ -17,9 +17,9 @@ import soxr
 from pocketsphinx import Decoder
 
 from ...protocol import SAMPLE_RATE
-from .base import Engine, ModelSpec, StepOutput
-from .pause import PauseHeads, loud_rows
-from .schedule import TokenSchedule, Vocab
+from .base import ModelSpec
+from .per_slot import PerSlotEngine
+from .schedule import TokenSchedule
 
 RATE = 16_000
 SPHINX_FRAMES_PER_STEP = 8  # pocketsphinx frames are 10 ms; a model step is 80 ms
@@ -45,16 +45,13 @@ class _Slot:
         self.silent = 0
 
 
-class SphinxEngine(Engine):
+class SphinxEngine(PerSlotEngine):
     name = "sphinx"
     blocking = True
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         self._slots = [_Slot(spec.asr_delay_in_tokens) for _ in range(spec.batch_size)]
-        self._vocab = Vocab()
-        self._tokens = np.zeros(spec.batch_size, dtype=np.int64)
-        self._heads = PauseHeads(spec.batch_size, spec.extra_heads)
 
     def warmup(self) -> None:
         self._decoder(self._slots[0])  # load the model once before Ready (the real server warms up here too)
@@ -74,17 +71,6 @@ class SphinxEngine(Engine):
         s.sched.reset()
         s.utt_start, s.committed, s.heard, s.silent = 0, 0, False, 0
         self._heads.reset(slot)
-
-    def detokenize(self, tokens: list[int]) -> str:
-        return self._vocab.text(tokens)
-
-    def step(self, frames: np.ndarray, active: np.ndarray) -> StepOutput:
-        idx = np.flatnonzero(active)
-        sub = frames[idx]
-        loud = loud_rows(sub)
-        for j, (i, is_loud) in enumerate(zip(idx.tolist(), loud.tolist())):
-            self._tokens[i] = self._advance(self._slots[i], sub[j], is_loud)
-        return StepOutput(self._tokens, self._heads.update(idx, loud))
 
     def _advance(self, s: _Slot, frame: np.ndarray, loud: bool) -> int:
         decoder = self._decoder(s)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...protocol import FRAME_SAMPLES
-from .base import WORD_START, Engine, ModelSpec, StepOutput
+from .base import WORD_START, ModelSpec
 from .clips import FP_SAMPLES, ONSET, ClipIndex, ClipPlan
-from .pause import PauseHeads, loud_rows
-from .schedule import TokenSchedule, Vocab
+from .per_slot import PerSlotEngine
+from .schedule import TokenSchedule
 
 PLACEHOLDER = "word"
 WORD_FRAMES = 5  # a placeholder word lasts at most 400 ms
@@ -46,21 +46,17 @@ class _Slot:
         self.silent = 0
 
 
-class SyntheticEngine(Engine):
+class SyntheticEngine(PerSlotEngine):
     name = "synthetic"
     default_step_ms = 15.0  # roughly a 1B-model step for a batch of 64 on a datacenter GPU
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
-        b = spec.batch_size
-        self._slots = [_Slot(spec.asr_delay_in_tokens) for _ in range(b)]
-        self._vocab = Vocab()
+        self._slots = [_Slot(spec.asr_delay_in_tokens) for _ in range(spec.batch_size)]
         self._placeholder = self._vocab.token(str(spec.options.get("placeholder", PLACEHOLDER)))
         self._clips = ClipIndex({}) if spec.options.get("recognise_clips") is False else ClipIndex.from_manifest(
             spec.options.get("manifest") or None
         )
-        self._tokens = np.zeros(b, dtype=np.int64)
-        self._heads = PauseHeads(b, spec.extra_heads)
 
     @property
     def known_clips(self) -> int:
@@ -69,19 +65,6 @@ class SyntheticEngine(Engine):
     def reset_slot(self, slot: int) -> None:
         self._slots[slot].reset()
         self._heads.reset(slot)
-
-    def detokenize(self, tokens: list[int]) -> str:
-        return self._vocab.text(tokens)
-
-    def step(self, frames: np.ndarray, active: np.ndarray) -> StepOutput:
-        idx = np.flatnonzero(active)
-        sub = frames[idx]
-        loud = loud_rows(sub)
-        tokens = self._tokens
-        slots = self._slots
-        for j, (i, is_loud) in enumerate(zip(idx.tolist(), loud.tolist())):
-            tokens[i] = self._advance(slots[i], sub[j], is_loud)
-        return StepOutput(tokens, self._heads.update(idx, loud))
 
     def _advance(self, s: _Slot, frame: np.ndarray, loud: bool) -> int:
         f = s.sched.frame
