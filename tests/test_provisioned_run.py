@@ -7,6 +7,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,31 +15,18 @@ import pytest
 from provision import api
 from provision.credentials import Secrets
 from provision.executor import SshOptions
+from test_reliability_secrets import inventory as write_inventory
 
 pytest_plugins = ["provision_sshd"]
 pytestmark = pytest.mark.sshd
 
 REPO = Path(__file__).resolve().parent.parent
-SERVER_COMMAND = f"{sys.executable} -m yapbench.cli serve --config {{config}} --port {{port}} --addr {{addr}}"
 
 
 def test_locust_provisions_then_loads_the_servers(sshd, tmp_path):
     key = "yb-" + secrets.token_hex(12)
-    port = sshd.free_port(1)
-    inventory = tmp_path / "hosts.toml"
-    inventory.write_text(f"""[defaults]
-key_file = "{sshd.key_file}"
-tmux_socket = "{sshd.tmux_socket}"
-server_command = "{SERVER_COMMAND}"
-ready_timeout = 30
-
-[[hosts]]
-address = "root@127.0.0.1:{sshd.port}"
-port = {port}
-addr = "127.0.0.1"
-gpus = 1
-base_dir = "{tmp_path / 'remote'}"
-""")
+    inventory = write_inventory(sshd, tmp_path)
+    port = tomllib.loads(inventory.read_text())["hosts"][0]["port"]
     run_dir = tmp_path / "run"
     env = {**os.environ, "KYUTAI_API_KEY": key}
     try:
