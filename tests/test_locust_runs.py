@@ -10,8 +10,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from yapbench.runlog import read_send_lag
 
 REPO = Path(__file__).resolve().parent.parent

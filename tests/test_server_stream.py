@@ -13,7 +13,7 @@ import pytest
 from yapbench.audio import load_clip
 from yapbench.protocol import FRAME_SAMPLES, EndWord, Marker, Ready, Step, Word, encode_audio
 from yapbench.samples import load_manifest
-from yapbench.wsframe import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, client_frame
+from yapbench.wsframe import OP_CLOSE, OP_PING, OP_TEXT, client_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 MID = ROOT / "samples" / "mid.wav"

@@ -23,7 +23,7 @@ from typing import Callable
 
 from .errors import UserError
 from .report.schema import (ALIASES, DISTRIBUTIONS, GPU_FIELDS, OUTCOMES, RATES, SCALARS, STATS, TARGETS,
-                            THROUGHPUT, TIME_METRICS, WER_BY_SAMPLE, WER_SAMPLE_FIELDS, WER_SESSIONS_METRIC)
+                            THROUGHPUT, TIME_METRICS, WER_BY_SAMPLE, WER_SAMPLE_FIELDS)
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq,
