@@ -84,7 +84,11 @@ def run_session(
         worker=cfg.worker,
     )
     t_connect = time.perf_counter()
-    sock = _upgrade(cfg, url, result)
+    try:
+        sock = _upgrade(cfg, url, result)
+    except gevent.GreenletExit:
+        result.outcome, result.error, result.ended_at = Outcome.CANCELLED, "the load stopped while connecting", time.time()
+        raise SessionCancelled(result) from None
     if sock is None:
         result.ended_at = time.time()
         return result
