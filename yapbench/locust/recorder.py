@@ -253,8 +253,6 @@ def _on_test_start(environment: Environment, **_kw) -> None:
     rec = _recorders.get(id(environment))
     if rec is None:
         return
-    if not rec.is_master:
-        rec.corpus  # decode and encode the samples now: on the first user's turn it would stall streams in flight
     rec.refresh_targets()
     if rec.runlog is not None:
         rec.write_start_meta()
