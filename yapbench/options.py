@@ -98,6 +98,11 @@ def server_url(host: str | None) -> str:
     return url
 
 
+def server_urls(hosts: str | None) -> list[str]:
+    """A comma-separated --host list (a fleet) as validated ws:// URLs; empty: the one default server_url."""
+    return [server_url(h or None) for h in ([h.strip() for h in (hosts or "").split(",") if h.strip()] or [""])]
+
+
 def check_reachable(url: str, timeout_s: float) -> None:
     """One TCP connect before the work starts: an address nothing answers on is for the user to fix (exit 2),
     not a session to measure."""

@@ -99,12 +99,12 @@ def main(args: argparse.Namespace) -> int:
 
 def run_load(args: argparse.Namespace, run_dir: str, *extra: str) -> int:
     """Locust against --provision's servers, --host (checked first), or the embedded reference server."""
-    from ..options import check_reachable, server_url
+    from ..options import check_reachable, server_urls
 
     if args.provision:
         return subprocess.call(locust_command(args, "", run_dir) + list(extra))
     if args.host:
-        hosts = [server_url(h.strip()) for h in args.host.split(",") if h.strip()]
+        hosts = server_urls(args.host)
         for url in hosts:
             check_reachable(url, args.connect_timeout)
         return subprocess.call(locust_command(args, ",".join(hosts), run_dir) + list(extra))

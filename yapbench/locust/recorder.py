@@ -28,7 +28,7 @@ from ..gates import load_gates
 from ..gpu import GpuSampler
 from ..metrics import SessionResult
 from ..runlog import RunLog, default_run_dir, rows_of
-from ..options import server_url
+from ..options import server_urls
 from ..samples import load_manifest, select
 from ..serverpoll import SlotPoller
 from ..streamer import Streamer
@@ -192,11 +192,10 @@ class Recorder:
 
 def parse_targets(host: str | None) -> list[str]:
     """--host as a list of ws:// URLs (comma-separated for a fleet; empty: $YAP_ADDR:$YAP_PORT)."""
-    parts = [h.strip() for h in (host or "").split(",") if h.strip()] or [""]
     try:
-        return [server_url(h or None) for h in parts]
-    except UserError:
-        raise UserError(f"--host {host!r} is not a ws:// URL or HOST:PORT (comma-separated for several)") from None
+        return server_urls(host)
+    except UserError as exc:
+        raise UserError(f"--host {host!r}: {exc}") from None
 
 
 def redact_argv(argv: list[str]) -> list[str]:
