@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import gevent
@@ -28,9 +29,10 @@ from ..gates import load_gates
 from ..gpu import GpuSampler
 from ..metrics import SessionResult
 from ..runlog import RunLog, default_run_dir, rows_of
-from ..options import server_urls
+from ..options import server_urls, session_config
 from ..samples import load_manifest, select
 from ..serverpoll import SlotPoller
+from ..session import SessionConfig, worker_name
 from ..streamer import Streamer
 from .live import LiveStats
 
@@ -64,6 +66,7 @@ class Recorder:
         if not self.is_worker:
             self.runlog = RunLog(opts.run_dir or default_run_dir())
         self.targets = parse_targets(environment.host)  # validated now; refreshed at each test start
+        self.session_cfg = self._session_cfg()  # likewise: a bad option or key file is one line and exit 2 here
         self.policy = opts.target_policy
         self._next_target = 0
         self._started_since_poll: dict[str, int] = {}
@@ -71,9 +74,16 @@ class Recorder:
         self.poller: SlotPoller | None = None
         self.remote_gpus: list = []
 
+    def _session_cfg(self) -> SessionConfig:
+        opts = self.environment.parsed_options
+        cfg = session_config(opts, self.targets[0], worker=worker_name())
+        return replace(cfg, api_key=opts.api_key) if opts.api_key else cfg
+
     def refresh_targets(self) -> None:
-        """At test start: the host list may have come from the web UI form, the master or --provision."""
+        """At test start: the host list (and the options) may have come from the web UI form, the master or
+        --provision. The users' session settings are derived here once, not per user (the key file is read once)."""
         self.targets = parse_targets(self.environment.host)
+        self.session_cfg = self._session_cfg()
         # The master polls to record server.csv; a process that runs users polls when it routes by load.
         if self.poller is not None:
             self.poller.stop()

@@ -14,8 +14,7 @@ import gevent
 from locust import User, task
 
 from ..metrics import NOT_SERVED, Outcome, SessionResult
-from ..options import session_config
-from ..session import SessionCancelled, run_session, worker_name
+from ..session import SessionCancelled, run_session
 from .recorder import recorder_for
 
 log = logging.getLogger("yapbench")
@@ -38,10 +37,6 @@ class SttUser(User):
         self.recorder = recorder_for(environment)
         self.rng = random.Random()
         self.failures_in_a_row = 0
-        self.cfg = session_config(environment.parsed_options, self.recorder.targets[0], worker=worker_name())
-        api_key = environment.parsed_options.api_key
-        if api_key:
-            self.cfg = replace(self.cfg, api_key=api_key)
 
     def wait_time(self) -> float:
         if self.failures_in_a_row:
@@ -53,7 +48,7 @@ class SttUser(User):
     @task
     def stream(self) -> None:
         sample, clip = self.recorder.corpus.pick(self.rng)
-        cfg = replace(self.cfg, url=self.recorder.next_target())
+        cfg = replace(self.recorder.session_cfg, url=self.recorder.next_target())
         try:
             result = run_session(cfg, clip)
         except SessionCancelled as cancelled:
