@@ -16,7 +16,7 @@ import invoke
 import pynvml
 import pytest
 
-from yapbench.gpu import GPU_COLUMNS, GpuSampler, RemoteGpuSampler, gpu_note, parse_nvidia_smi_line
+from yapbench.gpu import GPU_COLUMNS, GpuSampler, RemoteGpuSampler, parse_nvidia_smi_line
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,6 @@ def test_no_nvml_here_gives_a_note_and_no_file(tmp_path: Path) -> None:
     sampler.stop()
     assert sampler.note and sampler.note.startswith("no GPU telemetry") and "\n" not in sampler.note
     assert not (tmp_path / "gpu.csv").exists()
-    assert gpu_note(tmp_path)
 
 
 def test_nvml_library_failing_to_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,7 +119,6 @@ def test_sampler_thread_runs_while_gevent_loop_is_blocked(tmp_path: Path) -> Non
     assert (first["util_pct"], first["mem_used_mib"], first["mem_total_mib"]) == ("40", "2048.0", "81920.0")
     assert (first["power_w"], first["temp_c"], first["sm_clock_mhz"]) == ("312.45", "51", "1980")
     assert second["power_w"] == ""  # unsupported field: empty, not a crash
-    assert gpu_note(tmp_path) is None
 
 
 CANNED = """\
@@ -201,10 +199,3 @@ def test_remote_sampler_connection_failure(tmp_path: Path) -> None:
     sampler.stop()
     assert sampler.note and "ConnectionRefusedError" in sampler.note
 
-
-def test_gpu_note(tmp_path: Path) -> None:
-    assert gpu_note(tmp_path)
-    (tmp_path / "gpu.csv").write_text(",".join(GPU_COLUMNS) + "\n")
-    assert gpu_note(tmp_path)  # a header alone is no telemetry
-    (tmp_path / "gpu.csv").write_text(",".join(GPU_COLUMNS) + "\n1,0,x,1,1,1,1,1,1\n")
-    assert gpu_note(tmp_path) is None

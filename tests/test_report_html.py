@@ -43,6 +43,14 @@ def test_no_gpu_telemetry_is_a_note_not_a_crash(tmp_path: Path) -> None:
     assert "gpu.png" not in images(html)
 
 
+def test_a_gpu_csv_without_rows_is_no_telemetry_either(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", Spec(sessions=20, gpu=False, server_poll=False, seed=4))
+    (run / "gpu.csv").write_text("t,gpu,name,util_pct,mem_used_mib,mem_total_mib,power_w,temp_c,sm_clock_mhz\n")
+    build_report(run)
+    html = (run / "report.html").read_text()
+    assert "no GPU telemetry:" in html and "gpu.png" not in images(html)
+
+
 def test_overloaded_generator_warning(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", Spec(sessions=20, send_lag_ms=30.0, seed=4))
     build_report(run)

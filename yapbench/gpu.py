@@ -12,7 +12,6 @@ keeps what was sampled):
   (greenlets under gevent).
 
 No NVML, no GPU, no nvidia-smi: the sampler's `note` says why in one line and nothing is written; nothing raises.
-`gpu_note(run_dir)` gives the report its one line when gpu.csv is missing or empty.
 """
 
 from __future__ import annotations
@@ -298,14 +297,3 @@ class RemoteGpuSampler:
             err = self._errors.getvalue().strip().splitlines()
             reason = err[-1] if err else f"exit status {result.exited}, no samples"
             self.note = f"no GPU telemetry: nvidia-smi on the server gave nothing ({reason})"
-
-
-def gpu_note(run_dir: str | Path) -> str | None:
-    """The report's one line when the run has no GPU samples; None when gpu.csv holds some."""
-    path = Path(run_dir) / GPU_CSV
-    try:
-        with path.open(newline="") as f:
-            has_rows = sum(1 for _ in f) > 1
-    except FileNotFoundError:
-        has_rows = False
-    return None if has_rows else "no GPU telemetry in this run (no NVML or no GPU on the sampled host)"
