@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
             if not exc.name or not module_name.startswith(exc.name):
                 raise
             continue  # a subcommand still being built
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        # No abbreviations: `--api-key KEY` must not be taken for --api-key-file (and the key named in its error).
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         module.configure(p)
         p.set_defaults(_main=module.main)
     return parser

@@ -1,54 +1,170 @@
-"""Session options shared by every command that streams (client, warmup, run, capacity) and the Locust users.
+"""Every option that more than one surface shares, declared once: yapbench's commands, Locust's parser and web UI
+form, and the Locust command line that `yapbench run` and `yapbench capacity` build.
 
-One table, two consumers: argparse for `yapbench ...` and Locust's parser (which shows them in the web UI).
-The API key is never an option value on a command line: it comes from $KYUTAI_API_KEY or a file.
+Each `Option` says where it appears (`On`); `add_cli_options`, `add_locust_options` and `locust_args` read the one
+table, so adding an option is one entry (docs/design.md, "Adding an option"). An option of one command alone that
+Locust never sees (client's FILE, capacity's search) stays in that command's `configure`.
+The API key is never an option value on yapbench's command line: it comes from $KYUTAI_API_KEY or a file.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .errors import UserError
+from .samples import DEFAULT_MANIFEST
 from .session import SessionConfig
 
 API_KEY_ENV = "KYUTAI_API_KEY"
 DEFAULT_API_KEY = "public_token"  # the official configs' authorized_ids
+DEFAULT_SAMPLES = "mid.wav,short-noisy.wav,real/en_*"
+SHAPES = ("none", "ramp", "steps", "spike", "capacity")  # capacity: `yapbench capacity`'s search, not for users
+
+
+class On(enum.Flag):
+    """Where an option appears."""
+
+    SINGLE = enum.auto()  # yapbench client, yapbench warmup (one stream)
+    RUN = enum.auto()  # yapbench run
+    CAPACITY = enum.auto()  # yapbench capacity
+    LOCUST = enum.auto()  # yapbench's Locust parser (`locust -f locustfiles/stt.py --help`, "Custom arguments")
+    WEB_UI = enum.auto()  # ...and Locust's web UI start form (with LOCUST)
+    PASSED = enum.auto()  # on the Locust command line that yapbench run / capacity build, when set
+
+
+LOAD = On.RUN | On.CAPACITY
+LOCUST_FORM = On.LOCUST | On.WEB_UI
+SESSION = On.SINGLE | LOAD | LOCUST_FORM | On.PASSED  # how one session streams: everywhere
 
 
 @dataclass(frozen=True)
 class Option:
-    flag: str
-    kwargs: dict[str, Any]
+    flags: tuple[str, ...]  # the long flag last
+    on: On
+    kwargs: dict[str, Any]  # argparse's add_argument keywords, the same on every surface
+    cli: dict[str, Any] = field(default_factory=dict)  # what differs on yapbench's own commands
+    group: str = ""  # an argument group on yapbench's --help
+    secret: bool = False  # masked in the web UI
+
+    @property
+    def flag(self) -> str:
+        return self.flags[-1]
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
 
 
-SESSION_OPTIONS = (
-    Option("--speed", dict(type=float, default=1.0, help="audio speed factor: 1.0 = real time, 2.0 = twice as fast")),
-    Option("--auth", dict(choices=["header", "query"], default="header",
-                          help="send the key as the kyutai-api-key header or the ?auth_id= query parameter")),
-    Option("--api-key-file", dict(default="", help=f"file holding the API key (default: ${API_KEY_ENV}, "
-                                                   f"else {DEFAULT_API_KEY!r})")),
-    Option("--connect-timeout", dict(type=float, default=10.0, help="seconds for TCP connect + upgrade")),
-    Option("--ready-timeout", dict(type=float, default=10.0, help="seconds from upgrade to Ready or Error")),
-    Option("--flush-frames", dict(type=int, default=40,
-                                  help="silence frames sent after the final Marker (> the model's delay in steps)")),
-    Option("--flush-timeout", dict(type=float, default=15.0, help="seconds to wait for the Marker echo")),
-    Option("--silence-prefix", dict(type=float, default=0.0,
-                                    help="seconds of silence before the speech (the 2.6B model wants 1.0)")),
+def _opt(*flags: str, on: On, cli: dict[str, Any] | None = None, group: str = "", secret: bool = False,
+         **kwargs: Any) -> Option:
+    return Option(flags, on, kwargs, cli or {}, group, secret)
+
+
+EMBEDDED = "embedded reference server (when neither --host nor --provision is given)"
+
+OPTIONS: tuple[Option, ...] = (
+    # -- where the load goes (Locust's own --host, -u, -r, -t, --processes: passed on, never redeclared)
+    _opt("--host", on=LOAD | On.PASSED, default=None,
+         help="server(s) to load: ws://HOST:PORT, comma-separated for a fleet "
+              "(default: start the embedded reference server on loopback)"),
+    _opt("--target-policy", on=LOAD | LOCUST_FORM | On.PASSED, choices=("round_robin", "least_loaded"),
+         default="round_robin",
+         help="how sessions spread over several --host targets (least_loaded: most free slots by /api/modules_info)"),
+    _opt("--processes", on=LOAD | On.PASSED, type=int, default=None,
+         help="Locust worker processes on this machine (default: one process; -1: one per core)"),
+    _opt("--provision", on=LOAD | On.LOCUST | On.PASSED, default="", metavar="HOSTS_TOML",
+         help="hosts TOML: deploy/start the servers there (yapbench provision up), wait for Ready, load them; "
+              "on the master only"),
+    _opt("--known-hosts", on=LOAD | On.LOCUST | On.PASSED, default="",
+         help="known_hosts file for --provision (default ~/.ssh/known_hosts)"),
+    _opt("--accept-new-host-keys", on=LOAD | On.LOCUST | On.PASSED, action="store_true", default=False,
+         help="accept unknown SSH host keys for --provision (changed keys are always refused)"),
+    _opt("--server-engine", on=LOAD, group=EMBEDDED, default="synthetic", help="synthetic (default), sphinx or torch"),
+    _opt("--server-batch-size", on=LOAD, group=EMBEDDED, type=int, default=64,
+         help="slots (default 64, as stt-1b-en_fr)"),
+    # -- what is streamed
+    _opt("--samples", on=LOAD | LOCUST_FORM | On.PASSED, default=DEFAULT_SAMPLES,
+         help="comma-separated manifest names or globs, or lang:en / lang:fr"),
+    _opt("--manifest", on=LOAD | LOCUST_FORM | On.PASSED, default=str(DEFAULT_MANIFEST),
+         help="sample manifest (CSV with transcripts)"),
+    # -- how each session streams
+    _opt("--speed", on=SESSION, type=float, default=1.0,
+         help="audio speed factor: 1.0 = real time, 2.0 = twice as fast"),
+    _opt("--auth", on=SESSION, choices=["header", "query"], default="header",
+         help="send the key as the kyutai-api-key header or the ?auth_id= query parameter"),
+    _opt("--api-key", on=LOCUST_FORM, secret=True, default="",
+         help="API key (prefer $KYUTAI_API_KEY: a value here is visible in `ps`); never printed"),
+    _opt("--api-key-file", on=SESSION, default="",
+         help=f"file holding the API key (default: ${API_KEY_ENV}, else {DEFAULT_API_KEY!r})"),
+    _opt("--connect-timeout", on=SESSION, type=float, default=10.0, help="seconds for TCP connect + upgrade"),
+    _opt("--ready-timeout", on=SESSION, type=float, default=10.0, help="seconds from upgrade to Ready or Error"),
+    _opt("--flush-frames", on=SESSION, type=int, default=40,
+         help="silence frames sent after the final Marker (> the model's delay in steps)"),
+    _opt("--flush-timeout", on=SESSION, type=float, default=15.0, help="seconds to wait for the Marker echo"),
+    _opt("--silence-prefix", on=SESSION, type=float, default=0.0,
+         help="seconds of silence before the speech (the 2.6B model wants 1.0)"),
+    # -- the load over time (yapbench capacity sets these itself)
+    _opt("-u", "--users", on=On.RUN | On.PASSED, type=int, default=20, help="concurrent streams (default 20)"),
+    _opt("-r", "--spawn-rate", on=On.RUN | On.PASSED, type=float, default=5.0,
+         help="users started per second (default 5)"),
+    _opt("-t", "--run-time", on=On.RUN | On.PASSED, default="60s", help="load duration, e.g. 60s, 5m (default 60s)"),
+    _opt("--think-time", on=On.RUN | LOCUST_FORM | On.PASSED, type=float, default=1.0,
+         help="mean seconds a user waits between sessions (uniform 0.5x..1.5x)"),
+    _opt("--shape", on=On.RUN | LOCUST_FORM | On.PASSED, choices=SHAPES, default="none", cli=dict(choices=SHAPES[:-1]),
+         help="load shape: ramp to -u over the run time, steps of --step-users every --step-time, "
+              "or a spike to -u in the middle third"),
+    _opt("--step-users", on=On.RUN | LOCUST_FORM | On.PASSED, type=int, default=10,
+         help="users added per step (--shape steps)"),
+    _opt("--step-time", on=On.RUN | LOCUST_FORM | On.PASSED, type=float, default=30.0,
+         help="seconds per step (--shape steps)"),
+    _opt("--capacity-spec", on=On.LOCUST | On.PASSED, default="",
+         help="search parameters for --shape capacity (written by `yapbench capacity`)"),
+    # -- the end of the run
+    _opt("--run-dir", on=LOAD | LOCUST_FORM | On.PASSED, default="",
+         help="where raw records and the report go (default reports/<run-id>)"),
+    _opt("--gates", on=On.RUN | LOCUST_FORM | On.PASSED, default="",
+         help="gates TOML: the run's exit code follows its verdict"),
+    _opt("--baseline", on=On.RUN | LOCUST_FORM | On.PASSED, default="",
+         help="baseline run directory for the gates' regression limits"),
+    _opt("--no-report", on=On.RUN | On.LOCUST | On.PASSED, action="store_true", default=False,
+         help="do not build the HTML report at the end (summary.json is still written)"),
 )
 
 
-def add_session_options(parser: argparse.ArgumentParser, speed_default: float = 1.0) -> None:
-    for opt in SESSION_OPTIONS:
-        kwargs = dict(opt.kwargs)
-        if opt.flag == "--speed":
-            kwargs["default"] = speed_default
-        parser.add_argument(opt.flag, **kwargs)
+def add_cli_options(parser: argparse.ArgumentParser, command: On) -> None:
+    """The table's options of one yapbench command (On.SINGLE, On.RUN or On.CAPACITY)."""
+    groups: dict[str, Any] = {"": parser}
+    for opt in OPTIONS:
+        if command in opt.on:
+            if opt.group not in groups:
+                groups[opt.group] = parser.add_argument_group(opt.group)
+            groups[opt.group].add_argument(*opt.flags, **(opt.kwargs | opt.cli))
+
+
+def add_locust_options(parser: Any) -> None:
+    """The table's options on Locust's parser (a LocustArgumentParser), and which of them the web UI shows."""
+    for opt in OPTIONS:
+        if On.LOCUST in opt.on:
+            parser.add_argument(*opt.flags, **opt.kwargs, include_in_web_ui=On.WEB_UI in opt.on,
+                                is_secret=opt.secret)
+
+
+def locust_args(values: Mapping[str, Any]) -> list[str]:
+    """Locust command-line arguments for the passed-on options that are set in `values` (a Namespace's vars)."""
+    args: list[str] = []
+    for opt in OPTIONS:
+        value = values.get(opt.dest)
+        if On.PASSED not in opt.on or value is None or value == "" or value is False:
+            continue
+        args += [opt.flag] if value is True else [opt.flag, str(value)]
+    return args
 
 
 def read_api_key(api_key_file: str = "") -> str:

@@ -12,14 +12,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import UserError
+from ..options import On, add_cli_options
 
 DEFAULT_SLOS = ("word_lag.p95<=1000ms",)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from ..commands.run import add_load_options
-
-    add_load_options(parser)
+    add_cli_options(parser, On.CAPACITY)
     parser.add_argument("--slo", action="append", default=[], metavar="EXPR",
                         help='a condition every level must hold, e.g. "first_word.p95<=1000ms" (repeatable; '
                              f'default {DEFAULT_SLOS[0]!r})')
@@ -63,9 +62,9 @@ def main(args: argparse.Namespace) -> int:
     (run_dir / SPEC_JSON).write_text(json.dumps(asdict(spec), indent=2) + "\n", encoding="utf-8")
     # Every user streams back to back (a short pause only): concurrency = users.
     args.users, args.spawn_rate, args.run_time, args.think_time = spec.max_users, 50.0, "24h", args.pause
-    args.shape, args.gates, args.baseline = "capacity", "", ""
+    args.shape, args.capacity_spec = "capacity", str(run_dir / SPEC_JSON)
 
-    code = run_load(args, str(run_dir), "--capacity-spec", str(run_dir / SPEC_JSON))
+    code = run_load(args, str(run_dir))
     answer_path = run_dir / CAPACITY_JSON
     if not answer_path.exists():
         print(f"yapbench capacity: the load ended (exit {code}) before any level was measured", file=sys.stderr)

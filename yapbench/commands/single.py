@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..options import add_session_options
+from ..options import On, add_cli_options
 
 if TYPE_CHECKING:  # the streaming modules import gevent and websocket: only after monkey-patching
     from ..session import SessionConfig
@@ -19,7 +19,8 @@ SERVER_HELP = "HOST:PORT or ws:// URL (default $YAP_ADDR:$YAP_PORT or 127.0.0.1:
 def add_single_stream_options(parser: argparse.ArgumentParser, speed_default: float = 1.0) -> None:
     parser.add_argument("--server", default=None, help=SERVER_HELP)
     parser.add_argument("--rtf", dest="speed_alias", type=float, default=None, help="alias of --speed (the seed's name)")
-    add_session_options(parser, speed_default=speed_default)
+    add_cli_options(parser, On.SINGLE)
+    parser.set_defaults(speed=speed_default)
 
 
 @dataclass(frozen=True)
