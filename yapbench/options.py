@@ -148,8 +148,15 @@ def add_cli_options(parser: argparse.ArgumentParser, command: On) -> None:
             groups[opt.group].add_argument(*opt.flags, **(opt.kwargs | opt.cli))
 
 
+# Locust's own --stop-timeout, which yapbench defaults to a bounded graceful stop (k6's gracefulStop is 30 s too):
+# sessions in flight when the run time is up finish and are measured; only those still running after it are
+# cancelled. Locust's default (0) would cut every session in flight and report it as cancelled.
+GRACEFUL_STOP_S = 30.0
+
+
 def add_locust_options(parser: Any) -> None:
     """The table's options on Locust's parser (a LocustArgumentParser), and which of them the web UI shows."""
+    parser.set_defaults(stop_timeout=GRACEFUL_STOP_S)
     for opt in OPTIONS:
         if On.LOCUST in opt.on:
             parser.add_argument(*opt.flags, **opt.kwargs, include_in_web_ui=On.WEB_UI in opt.on,

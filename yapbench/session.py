@@ -1,8 +1,8 @@
 """One streaming session: connect, wait for Ready, stream paced audio, flush with a Marker, close; measured.
 
-The upgrade is websocket-client's (headers, proxies, HTTP status on failure); once the server has answered 101,
-the socket is handed to the process's Streamer, which paces and parses for all streams at once. This function
-blocks only the calling greenlet.
+The upgrade is yapbench.wsupgrade's request and checks over a plain TCP connection (proxies are not used); once the
+server has answered 101, the socket is handed to the process's Streamer, which paces and parses for all streams at
+once. This function blocks only the calling greenlet.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import gevent
 import numpy as np
-import websocket
 
 from . import protocol as P
+from . import wsupgrade
 from .metrics import Outcome, SessionResult, WordTiming
 from .streamer import MessageListener, PreparedClip, Stream, Streamer
 
@@ -85,20 +85,22 @@ def run_session(
     )
     t_connect = time.perf_counter()
     try:
-        sock = _upgrade(cfg, url, result)
+        upgraded = _upgrade(cfg, url, result)
     except gevent.GreenletExit:
         result.outcome, result.error, result.ended_at = Outcome.CANCELLED, "the load stopped while connecting", time.time()
         raise SessionCancelled(result) from None
-    if sock is None:
+    if upgraded is None:
         result.ended_at = time.time()
         return result
+    sock, early = upgraded
     t_upgraded = time.perf_counter()
     result.connect_ms = (t_upgraded - t_connect) * 1000.0
 
     stream = Stream(sock, clip, cfg.speed, next(_marker_ids), cfg.flush_frames, cfg.flush_timeout_s, listener)
     Streamer.for_current_hub().add(stream)
     try:
-        stream.on_readable()  # bytes may already be waiting (Ready often arrives with the 101)
+        if early:
+            stream.receive(early)  # Ready often arrives in the same segment as the 101
         if not stream.ready.wait(cfg.ready_timeout_s):
             stream.finish(Outcome.NO_READY, f"neither Ready nor Error within {cfg.ready_timeout_s:g} s of the upgrade")
         deadline = clip.audio_s / cfg.speed + cfg.flush_timeout_s + cfg.deadline_slack_s
@@ -121,46 +123,58 @@ class SessionCancelled(gevent.GreenletExit):
         self.result = result
 
 
-def _upgrade(cfg: SessionConfig, url: str, result: SessionResult):
-    """The WebSocket handshake; returns a non-blocking raw socket, or None with the result's outcome set."""
-    headers = []
-    connect_url = url
-    if cfg.auth == "header":
-        headers.append(f"{P.API_KEY_HEADER}: {cfg.api_key}")
-    else:
-        parts = urlsplit(url)
-        query = "&".join(q for q in (parts.query, urlencode({P.AUTH_QUERY_PARAM: cfg.api_key})) if q)
-        connect_url = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+def _upgrade(cfg: SessionConfig, url: str, result: SessionResult) -> tuple[_socket.socket, bytes] | None:
+    """The WebSocket handshake: (a non-blocking raw socket, bytes that came after the reply head), or None with
+    the result's outcome set."""
     if url.startswith("wss://"):
         result.outcome = Outcome.CONNECT_FAILED
         result.error = "wss:// is not supported by the streaming engine yet; use ws:// (e.g. through an SSH tunnel)"
         return None
-    ws = websocket.WebSocket(skip_utf8_validation=True)
+    parts = urlsplit(url)
+    headers = []
+    query = parts.query
+    if cfg.auth == "header":
+        headers.append(f"{P.API_KEY_HEADER}: {cfg.api_key}")
+    else:
+        query = "&".join(q for q in (query, urlencode({P.AUTH_QUERY_PARAM: cfg.api_key})) if q)
+    key = wsupgrade.new_key()
+    host = parts.netloc.rsplit("@", 1)[-1]
+    request = wsupgrade.request(host, parts.path + (f"?{query}" if query else ""), key, headers)
+    deadline = time.monotonic() + cfg.connect_timeout_s
     try:
         tcp = _tcp_connect(url, cfg.connect_timeout_s)
-        ws.connect(connect_url, header=headers, timeout=cfg.connect_timeout_s, suppress_origin=True, socket=tcp)
-    except websocket.WebSocketBadStatusException as exc:
-        if exc.status_code == 401:
-            result.outcome = Outcome.AUTH_FAILED
-            result.error = "HTTP 401 Unauthorized: the API key is not in the server's authorized_ids"
-        else:
-            result.outcome = Outcome.CONNECT_FAILED
-            result.error = f"HTTP {exc.status_code} on the WebSocket upgrade"
+        try:
+            tcp.sendall(request)
+            received = bytearray()
+            while (split := wsupgrade.split_head(received)) is None:
+                tcp.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = tcp.recv(4096)
+                if not chunk:
+                    raise ConnectionError("the server closed the connection during the upgrade")
+                received += chunk
+            head, rest = split
+            wsupgrade.check_switch(wsupgrade.parse_reply(head), key)
+        except BaseException:
+            tcp.close()
+            raise
+    except wsupgrade.UpgradeError as exc:
+        unauthorized = str(exc).startswith("HTTP 401")
+        result.outcome = Outcome.AUTH_FAILED if unauthorized else Outcome.CONNECT_FAILED
+        result.error = ("HTTP 401 Unauthorized: the API key is not in the server's authorized_ids" if unauthorized
+                        else str(exc))
         return None
-    except (OSError, websocket.WebSocketException, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         result.outcome = Outcome.CONNECT_FAILED
         result.error = _describe_connect_error(exc, url)
         return None
-    fd = ws.sock.detach()
-    ws.sock = None
-    raw = _socket.socket(fileno=fd)
+    raw = _socket.socket(fileno=tcp.detach())
     raw.setblocking(False)
-    return raw
+    return raw, rest
 
 
 def _tcp_connect(url: str, timeout_s: float) -> socket.socket:
-    """The TCP connection the upgrade runs on (websocket-client would resolve the host on every connect, and
-    gevent resolves on a thread pool: a thread hand-off and GIL contention per session at thousands of streams)."""
+    """The TCP connection the upgrade runs on (names are resolved once a minute, not per connect: gevent resolves on
+    a thread pool, a thread hand-off and GIL contention per session at thousands of streams)."""
     parts = urlsplit(url)
     family, address = _address(parts.hostname or "", parts.port or 80)
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -194,9 +208,7 @@ def _describe_connect_error(exc: Exception, url: str) -> str:
         return f"connection refused by {host} (is the server running?)"
     if isinstance(exc, TimeoutError) or "timed out" in str(exc):
         return f"connecting to {host} timed out"
-    text = str(exc) or type(exc).__name__
-    # websocket-client sometimes echoes the request URL; the query may hold the key.
-    return text.split("?")[0] if "?" in text else text
+    return str(exc) or type(exc).__name__
 
 
 def _fill_result(result: SessionResult, s: Stream, t_upgraded: float) -> None:

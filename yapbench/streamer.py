@@ -203,17 +203,24 @@ class Stream:
                     and buf.startswith(_STEP_PAYLOAD, _STEP_PAYLOAD_AT, n)):
                 self._on_step(now)  # the common case: exactly one Step frame arrived
             else:
-                try:
-                    frames = self.reader.feed(view[:n])
-                except wsframe.FrameError as exc:
-                    self.finish(Outcome.PROTOCOL_ERROR, f"invalid WebSocket frame: {exc}")
-                    return
-                for frame in frames:
-                    self._on_frame(frame, now)
-                    if self.phase == Phase.DONE:
-                        return
+                self._feed(view[:n], now)
             if n < RECV_BYTES:
                 return  # drained: the watcher calls again when more arrives (saves a failing recv per wake-up)
+
+    def receive(self, data: bytes) -> None:
+        """Bytes that arrived before the stream was handed over (read together with the upgrade's reply)."""
+        self._feed(data, time.perf_counter())
+
+    def _feed(self, data, now: float) -> None:
+        try:
+            frames = self.reader.feed(data)
+        except wsframe.FrameError as exc:
+            self.finish(Outcome.PROTOCOL_ERROR, f"invalid WebSocket frame: {exc}")
+            return
+        for frame in frames:
+            self._on_frame(frame, now)
+            if self.phase == Phase.DONE:
+                return
 
     def _on_frame(self, frame: wsframe.Frame, now: float) -> None:
         op = frame.opcode

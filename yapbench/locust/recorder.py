@@ -35,6 +35,7 @@ from ..serverpoll import SlotPoller
 from ..session import SessionConfig, worker_name
 from ..streamer import Streamer
 from .live import LiveStats
+from .workerwatch import WorkerWatch
 
 log = logging.getLogger("yapbench")
 PAYLOAD_KEY = "yapbench"
@@ -73,6 +74,10 @@ class Recorder:
         self._poll_generation = -1
         self.poller: SlotPoller | None = None
         self.remote_gpus: list = []
+        self.worker_watch: WorkerWatch | None = None
+        if self.is_master:
+            self.worker_watch = WorkerWatch(environment.runner,
+                                            lambda losses: self.runlog.write_meta({"workers_lost": losses}))
 
     def _session_cfg(self) -> SessionConfig:
         opts = self.environment.parsed_options
@@ -130,13 +135,15 @@ class Recorder:
             self.live.add(batch)
 
     def on_report_to_master(self, data: dict) -> None:
-        data[PAYLOAD_KEY] = {"batch": self.outbox, "active": Streamer.for_current_hub().active}
+        data[PAYLOAD_KEY] = {"batch": self.outbox, "active": Streamer.for_current_hub().active, "worker": worker_name()}
         self.outbox = []
 
     def on_worker_report(self, client_id: str, data: dict) -> None:
         payload = data.get(PAYLOAD_KEY)
         if not payload:
             return
+        if self.worker_watch is not None:
+            self.worker_watch.delivered_by(client_id, payload.get("worker", ""), len(payload["batch"]))
         self._worker_active[client_id] = payload["active"]
         self.live.active_streams = sum(self._worker_active.values())
         if payload["batch"]:
@@ -147,6 +154,8 @@ class Recorder:
     def drain_workers(self) -> None:
         """Master: ask every worker for its last records and wait for them (bounded)."""
         runner = self.environment.runner
+        if self.worker_watch is not None:
+            self.worker_watch.stop()  # workers leaving from here on are the end of the run, not losses
         expected = runner.worker_count
         if not expected:
             return
@@ -263,6 +272,8 @@ def _on_test_start(environment: Environment, **_kw) -> None:
     if rec is None:
         return
     rec.refresh_targets()
+    if rec.worker_watch is not None:
+        rec.worker_watch.start()
     if rec.runlog is not None:
         rec.write_start_meta()
         # GPUs of this machine (a server on the same host, or a generator on a GPU box); a note when there are none.

@@ -21,6 +21,10 @@ log = logging.getLogger("yapbench")
 REQUEST_TYPE = "STT"
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0
+# Locust hands a process each second's new users all at once (its dispatcher adds floor(rate) users per ~1 s tick).
+# Started together, their upgrades would land in the same few milliseconds of the hub and delay every running
+# stream's next frame; each new user instead starts its first session at a random point of that second.
+START_SPREAD_S = 1.0
 
 
 class SessionFailed(Exception):
@@ -37,6 +41,9 @@ class SttUser(User):
         self.recorder = recorder_for(environment)
         self.rng = random.Random()
         self.failures_in_a_row = 0
+
+    def on_start(self) -> None:
+        gevent.sleep(self.rng.uniform(0.0, START_SPREAD_S))
 
     def wait_time(self) -> float:
         if self.failures_in_a_row:
