@@ -65,6 +65,7 @@ class Point:
     master_cpu: float  # share of one core over the window
     master_rss_mb: float
     generator_cpu: float  # cores, all generator processes together, over the window
+    generator_sys: float  # of which in the kernel (on loopback the sender's send() also runs the receive path)
     server_cpu: float  # cores, all servers together
     workers_lost: int
 
@@ -124,11 +125,12 @@ def start_generator(args: argparse.Namespace, hosts: str, run_dir: Path, cores: 
                             stderr=log), []
 
 
-def cpu_s(procs: list[psutil.Process]) -> float:
+def cpu_s(procs: list[psutil.Process], which: slice = slice(0, 2)) -> float:
+    """CPU seconds (user + system by default; slice(1, 2): system only) of live processes."""
     total = 0.0
     for p in procs:
         try:
-            total += sum(p.cpu_times()[:2])
+            total += sum(p.cpu_times()[which])
         except psutil.NoSuchProcess:
             pass
     return total
@@ -170,7 +172,7 @@ def measure(args: argparse.Namespace, servers: list[ServerProcess], gen_cores: l
             ramp_end = read_meta_safe(run_dir)["started_at"] + args.ramp_s
             window = (ramp_end + args.settle, ramp_end + args.settle + args.window)
         gen = [m, *m.children(recursive=True), *(psutil.Process(w.pid) for w in workers if w.poll() is None)]
-        sample = (cpu_s([m]), cpu_s(gen), cpu_s(srv))
+        sample = (cpu_s([m]), cpu_s(gen), cpu_s(gen, slice(1, 2)), cpu_s(srv))
         if window[0] <= now and "start" not in marks:
             marks["start"] = (now, *sample)
         if window[0] <= now <= window[1]:
@@ -178,10 +180,18 @@ def measure(args: argparse.Namespace, servers: list[ServerProcess], gen_cores: l
             rss = max(rss, m.memory_info().rss)
         time.sleep(0.5)
     for w in workers:
-        w.wait(timeout=60)
+        try:
+            w.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            w.kill()
     time.sleep(1.0)  # the servers flush their event logs every 0.2 s
+    if "end" not in marks:
+        log.close()
+        tail = (workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{name}: the generator ended before the measurement window (exit {master.returncode}):\n"
+                         f"{tail}")
     (ta, *a), (tb, *b) = marks["start"], marks["end"]
-    master_cpu, gen_cpu, server_cpu = ((y - x) / (tb - ta) for x, y in zip(a, b))
+    master_cpu, gen_cpu, gen_sys, server_cpu = ((y - x) / (tb - ta) for x, y in zip(a, b))
     lag = read_send_lag(run_dir)
     sessions = read_session_records(run_dir)
     outcomes = Counter(s["outcome"] for s in sessions)
@@ -200,7 +210,7 @@ def measure(args: argparse.Namespace, servers: list[ServerProcess], gen_cores: l
                  round(float(np.mean(lag["lag_ms"] > LAG_LIMIT_MS)), 5),
                  round(float(np.percentile(backlog, 99)), 1) if backlog else float("nan"),
                  len(sessions), outcomes["ok"], outcomes["cancelled"], seen, sum(s["words"] for s in sessions), words_sent,
-                 round(master_cpu, 3), round(rss / 1e6, 1), round(gen_cpu, 2), round(server_cpu, 2),
+                 round(master_cpu, 3), round(rss / 1e6, 1), round(gen_cpu, 2), round(gen_sys, 2), round(server_cpu, 2),
                  len(read_meta(run_dir).get("workers_lost", [])))
 
 

@@ -75,6 +75,7 @@ class Recorder:
         self.poller: SlotPoller | None = None
         self.remote_gpus: list = []
         self.worker_watch: WorkerWatch | None = None
+        self.stopping = False  # set when the load starts stopping: users start no new session from then on
         if self.is_master:
             self.worker_watch = WorkerWatch(environment.runner,
                                             lambda losses: self.runlog.write_meta({"workers_lost": losses}))
@@ -255,6 +256,7 @@ def _on_init(environment: Environment, **_kw) -> None:
         log.error("yapbench: %s", exc)
         sys.exit(2)
     _recorders[id(environment)] = rec
+    environment.events.test_stopping.add_listener(lambda **_: setattr(rec, "stopping", True))
     if rec.is_worker:
         environment.events.report_to_master.add_listener(lambda client_id, data, **_: rec.on_report_to_master(data))
         environment.runner.register_message(DRAIN, lambda **_: rec.on_drain_request(), concurrent=True)
@@ -272,6 +274,7 @@ def _on_test_start(environment: Environment, **_kw) -> None:
     if rec is None:
         return
     rec.refresh_targets()
+    rec.stopping = False
     if rec.worker_watch is not None:
         rec.worker_watch.start()
     if rec.runlog is not None:

@@ -54,6 +54,8 @@ class SttUser(User):
 
     @task
     def stream(self) -> None:
+        if self.recorder.stopping:
+            return  # the load is stopping: Locust's kill may still be on its way to this user, start nothing
         sample, clip = self.recorder.corpus.pick(self.rng)
         cfg = replace(self.recorder.session_cfg, url=self.recorder.next_target())
         try:
