@@ -92,3 +92,14 @@ def test_a_fleet_is_answered_per_target_and_in_total(ref_server, tmp_path):
     assert per[fast_url]["capacity_streams"] > 0  # short clips at 4x: a user streams a fraction of the time
     assert per[slow_url]["capacity_streams"] is None and "backlog" in per[slow_url]["broken_first"][0]
     assert f"{fast_url}: " in proc.stdout and f"{slow_url}: no level" in proc.stdout
+    # The answer and its curve lead the report, built at the end of the run and again by `yapbench report`.
+    report = tmp_path / "cap" / "report.html"
+    for rebuilt in (False, True):
+        if rebuilt:
+            report.unlink()
+            subprocess.run([sys.executable, "-m", "yapbench.cli", "report", str(tmp_path / "cap")], check=True,
+                           capture_output=True, timeout=120, cwd=REPO)
+        html = report.read_text(encoding="utf-8")
+        assert "<h2>Capacity</h2>" in html and 'src="capacity.png"' in html, rebuilt
+        assert html.index("<h2>Capacity</h2>") < html.index("<h2>What was run</h2>")
+        assert f"{slow_url}: no level streams held" in html and "<td>breaks</td>" in html

@@ -15,13 +15,13 @@ from .errors import UserError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("yapbench.commands.run", "headless load against a server (default: the embedded reference server), report"),
-    "serve": ("yapbench.server.cli", "start the reference server (moshi-server STT imitation)"),
+    "serve": ("yapbench.commands.serve", "start the reference server (moshi-server STT imitation)"),
     "client": ("yapbench.commands.client", "stream one file, print words live and a latency summary"),
     "warmup": ("yapbench.commands.warmup", "health check: stream a short sample fast, OK or FAIL"),
-    "report": ("yapbench.report.cli", "build report.html, PNGs and summary.json from a run directory"),
-    "gate": ("yapbench.gates", "apply thresholds (and a baseline) to a run: exit 0 pass, 1 fail"),
-    "capacity": ("yapbench.capacity.cli", "find the most real-time streams a server holds under SLOs"),
-    "provision": ("provision.cli", "deploy yap-server / moshi-server on GPU hosts over SSH"),
+    "report": ("yapbench.commands.report", "build report.html, PNGs and summary.json from a run directory"),
+    "gate": ("yapbench.commands.gate", "apply thresholds (and a baseline) to a run: exit 0 pass, 1 fail"),
+    "capacity": ("yapbench.commands.capacity", "find the most real-time streams a server holds under SLOs"),
+    "provision": ("yapbench.commands.provision", "deploy yap-server / moshi-server on GPU hosts over SSH"),
 }
 
 

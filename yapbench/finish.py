@@ -5,13 +5,15 @@ Run, report and gates meet only at the run directory: this module just calls the
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from .errors import UserError
 
+if TYPE_CHECKING:
+    from .report import Section
 
 DEFER_SUMMARY_ENV = "YAPBENCH_DEFER_SUMMARY"  # set by `yapbench run`, which prints it after Locust's own tables
 
@@ -28,13 +30,15 @@ def print_summary(summary: dict, run_dir: Path, report: bool = True) -> None:
         print(f"report: {Path(run_dir) / REPORT}")
 
 
-def finish_run(run_dir: Path, report: bool = True, gates: str | None = None, baseline: str | None = None) -> int:
-    """Build the report, apply the gates; return the run's exit code (0 pass, 1 fail, 2 unusable)."""
+def finish_run(run_dir: Path, report: bool = True, gates: str | None = None, baseline: str | None = None,
+               sections: Sequence["Section"] = ()) -> int:
+    """Build the report (with `sections` first), apply the gates; return the run's exit code (0 pass, 1 fail,
+    2 unusable)."""
     from .report import build_report, summarize_run, write_summary
 
     try:
         if report:
-            summary = build_report(run_dir)
+            summary = build_report(run_dir, sections)
         else:
             summary = summarize_run(run_dir)
             write_summary(run_dir, summary)
@@ -50,12 +54,10 @@ def finish_run(run_dir: Path, report: bool = True, gates: str | None = None, bas
             print("yapbench: no session completed ok: exit code 1", file=sys.stderr)
             return 1
         return 0
-    from . import gates as gates_cmd
+    from .gates import check_run, publish
 
-    args = argparse.Namespace(run_dir=Path(run_dir), gates=Path(gates), condition=[],
-                              baseline=Path(baseline) if baseline else None, junit=None)
     try:
-        return gates_cmd.main(args)
+        return publish(check_run(run_dir, gates, baseline=baseline), run_dir)
     except UserError as exc:
         print(f"yapbench gate: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,5 +1,5 @@
-"""`yapbench gate RUN_DIR --gates gates.toml [--baseline OTHER] [--junit FILE]`: thresholds and regression limits
-on a run's summary.json -> a verdict, a table, JUnit XML and an exit code (0 pass, 1 fail, 2 unusable input).
+"""Gates: thresholds and regression limits on a run's summary.json -> a verdict, a table, JUnit XML and an exit
+code (0 pass, 1 fail, 2 unusable input).
 
 The gates file (docs/gates.md is the reference):
 
@@ -16,12 +16,12 @@ The gates file (docs/gates.md is the reference):
 
 Paths and units are those of the condition language (yapbench.slo). A metric the run did not observe fails its
 gate ("no data"); a path that is not in the schema, or a malformed file, is unusable input (exit 2).
-`evaluate()` is the API the Locust quitting hook and `yapbench run --gates` use.
+`check_run()` gates a run directory and `publish()` shows the verdict: `yapbench gate` (commands/gate.py) and the
+end of every run with --gates (finish.py) use them; `evaluate()` gates a summary already in hand.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -343,28 +343,26 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run directory (or its summary.json)")
-    parser.add_argument("--gates", type=Path, metavar="FILE", help="gates file (TOML, docs/gates.md)")
-    parser.add_argument("--condition", action="append", default=[], metavar="EXPR",
-                        help='an extra threshold, e.g. "first_word.p95<=1200ms" (repeatable)')
-    parser.add_argument("--baseline", type=Path, metavar="RUN_DIR",
-                        help="baseline run directory (or summary.json) for [[regression]] entries")
-    parser.add_argument("--junit", type=Path, metavar="FILE", help=f"JUnit XML output (default RUN_DIR/{JUNIT})")
-
-
-def main(args: argparse.Namespace) -> int:
+def check_run(run_dir: str | Path, gates: str | Path | None = None, conditions: Sequence[str] = (),
+              baseline: str | Path | None = None) -> Verdict:
+    """The verdict of a gates file and/or conditions on a run directory (or a summary.json), against a baseline run
+    for the [[regression]] entries. Unusable input (a broken gates file, no gates at all, an unreadable run) is a
+    UserError."""
     checks: list[Check] = []
-    if args.gates:
-        checks += load_gates(args.gates)
-    checks += [Gate(parse_condition(c)) for c in args.condition]
+    if gates:
+        checks += load_gates(gates)
+    checks += [Gate(parse_condition(c)) for c in conditions]
     if not checks:
         raise UserError("no gates: give --gates FILE and/or --condition EXPR")
-    summary = load_summary(args.run_dir)
-    baseline = load_summary(args.baseline) if args.baseline else None
-    verdict = evaluate(summary, checks, baseline)
+    summary = load_summary(run_dir)
+    return evaluate(summary, checks, load_summary(baseline) if baseline else None)
+
+
+def publish(verdict: Verdict, run_dir: str | Path, junit: str | Path | None = None) -> int:
+    """Print the verdict's table, write its JUnit XML (default: beside the run's summary); the exit code."""
     print(verdict.table())
-    junit = args.junit or (args.run_dir / JUNIT if args.run_dir.is_dir() else args.run_dir.with_name(JUNIT))
+    run_dir = Path(run_dir)
+    junit = Path(junit) if junit else (run_dir / JUNIT if run_dir.is_dir() else run_dir.with_name(JUNIT))
     try:
         junit.write_text(verdict.junit_xml(), encoding="utf-8")
     except OSError as exc:

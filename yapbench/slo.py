@@ -23,7 +23,7 @@ from typing import Callable
 
 from .errors import UserError
 from .report.schema import (ALIASES, DISTRIBUTIONS, GPU_FIELDS, OUTCOMES, RATES, SCALARS, STATS, TARGETS,
-                            THROUGHPUT, TIME_METRICS, WER_BY_SAMPLE, WER_SAMPLE_FIELDS)
+                            THROUGHPUT, TIME_METRICS, WER_BY_SAMPLE, WER_SAMPLE_FIELDS, number_at)
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq,
@@ -54,12 +54,7 @@ class MetricPath:
 
     def value(self, summary: dict) -> float | None:
         """The number at this path, or None when the run did not observe it."""
-        node: object = summary
-        for key in self.keys:
-            if not isinstance(node, dict) or key not in node:
-                return None
-            node = node[key]
-        return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+        return number_at(summary, self.keys)
 
     def format(self, v: float | None) -> str:
         if v is None:

@@ -1,6 +1,7 @@
-"""`yapbench capacity`: the most real-time streams a server holds under SLOs (docs/capacity.md).
+"""The capacity search behind `yapbench capacity` (commands/capacity.py): the most real-time streams a server holds
+under SLOs (docs/capacity.md).
 
-Importing this package is cheap (the report reads CAPACITY_JSON without pulling in Locust, which would
+Importing this package is cheap (`yapbench report` reads CAPACITY_JSON without pulling in Locust, which would
 gevent-patch the reading process).
 """
 

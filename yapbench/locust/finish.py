@@ -10,6 +10,7 @@ import logging
 
 from locust import events
 
+from ..capacity.section import report_section
 from ..finish import finish_run
 from .recorder import _recorders
 
@@ -24,5 +25,6 @@ def _on_quitting(environment, **_kw) -> None:
     rec.write_end_meta()
     rec.runlog.close()
     opts = environment.parsed_options
+    capacity = report_section(rec.runlog.dir) if opts.shape == "capacity" and not opts.no_report else None
     environment.process_exit_code = finish_run(rec.runlog.dir, report=not opts.no_report, gates=opts.gates or None,
-                                               baseline=opts.baseline or None)
+                                               baseline=opts.baseline or None, sections=[capacity] if capacity else [])

@@ -1,15 +1,19 @@
 """Run directory -> summary.json (exact numbers the gates read), report.html and PNGs.
 
 Importing this package is cheap: pandas, jiwer and matplotlib load only when a function below runs, because the
-`yapbench` CLI imports `yapbench.report.cli` to build its parser and the gates import `yapbench.report.schema`.
+`yapbench` CLI imports it to build its parser and the gates import `yapbench.report.schema`. Its modules never
+import this package back: what they share lives in `outputs` (the files written) and `section` (inputs from others).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
-SUMMARY = "summary.json"
-REPORT = "report.html"
+from .outputs import REPORT, SUMMARY, write_summary
+from .section import Section
+
+__all__ = ["REPORT", "SUMMARY", "Section", "build_report", "summarize_run", "write_summary"]
 
 
 def summarize_run(run_dir: str | Path, since: float | None = None, until: float | None = None) -> dict:
@@ -20,20 +24,9 @@ def summarize_run(run_dir: str | Path, since: float | None = None, until: float 
     return summarize_data(load_run(run_dir, since, until))
 
 
-def build_report(run_dir: str | Path) -> dict:
-    """Write summary.json, report.html and its PNGs into the run directory; return the summary."""
+def build_report(run_dir: str | Path, sections: Sequence[Section] = ()) -> dict:
+    """Write summary.json, report.html and its PNGs into the run directory; return the summary. `sections` come
+    first in the page (the capacity search's answer and curve)."""
     from .build import build
 
-    return build(Path(run_dir))
-
-
-def write_summary(run_dir: str | Path, summary: dict) -> Path:
-    """summary.json, replaced atomically (a gate reading it never sees half a file)."""
-    import json
-    import os
-
-    path = Path(run_dir) / SUMMARY
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return build(Path(run_dir), sections)

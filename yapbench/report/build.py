@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on CI hosts; must precede any other matplotlib import
 
-from . import REPORT, plots, write_summary  # noqa: E402
+from . import plots  # noqa: E402
 from .html import render  # noqa: E402
 from .load import RunData, load_run  # noqa: E402
+from .outputs import REPORT, write_summary  # noqa: E402
+from .section import Section  # noqa: E402
 from .summary import summarize_data  # noqa: E402
 from .timeseries import build as build_timeseries  # noqa: E402
 
 
-def build(run_dir: Path) -> dict:
+def build(run_dir: Path, sections: Sequence[Section] = ()) -> dict:
     run = load_run(run_dir)
     summary = summarize_data(run)
     write_summary(run_dir, summary)
@@ -29,25 +31,9 @@ def build(run_dir: Path) -> dict:
         "outcomes": plots.outcomes(summary["outcomes"], run_dir),
         "wer": plots.wer_by_sample(summary["wer_by_sample"], run_dir),
     }
-    capacity = _capacity(run_dir)
-    if capacity is not None:
-        from ..capacity.plot import plot_capacity
-
-        images["capacity"] = plot_capacity(capacity, run_dir).name
-    (run_dir / REPORT).write_text(render(summary, images, summary["notes"] + _missing(run), capacity),
+    (run_dir / REPORT).write_text(render(summary, images, summary["notes"] + _missing(run), sections),
                                   encoding="utf-8")
     return summary
-
-
-def _capacity(run_dir: Path) -> dict | None:
-    """capacity.json, when the run was a `yapbench capacity` search."""
-    from ..capacity import CAPACITY_JSON
-
-    path = run_dir / CAPACITY_JSON
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _missing(run: RunData) -> list[str]:

@@ -6,9 +6,10 @@ import html
 import time
 from importlib import resources
 from string import Template
+from typing import Sequence
 
-from ..slo import parse_path
-from .schema import TARGETS, TIME_METRICS
+from .schema import TARGETS, TIME_METRICS, number_at
+from .section import Section
 
 PERCENTILE_COLUMNS = ("count", "p50", "p90", "p95", "p99", "max", "mean")
 TARGET_COLUMNS = (("sessions", "sessions"), ("ok", "outcomes.ok"), ("rejected", "outcomes.rejected"),
@@ -16,7 +17,7 @@ TARGET_COLUMNS = (("sessions", "sessions"), ("ok", "outcomes.ok"), ("rejected", 
                   ("first word p95", "first_word.p95"), ("word lag p95", "word_lag.p95"), ("WER", "wer"))
 
 
-def render(summary: dict, images: dict[str, str | None], notes: list[str], capacity: dict | None = None) -> str:
+def render(summary: dict, images: dict[str, str | None], notes: list[str], sections: Sequence[Section] = ()) -> str:
     run = summary["run"]
     title = f"yapbench report: {run.get('run_id', '')}".rstrip(": ")
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(summary["window"]["start"]))
@@ -26,14 +27,13 @@ def render(summary: dict, images: dict[str, str | None], notes: list[str], capac
                      "this run measured the generator, not the server. Use more generator processes or hosts, "
                      "or fewer users per process.</div>")
     parts += [f'<div class="note">{_e(n)}</div>' for n in notes]
-    if capacity is not None:
-        parts.append(_capacity_html(capacity, images.get("capacity")))
+    parts += [_section_html(section) for section in sections]
     parts.append("<h2>What was run</h2>" + _table(None, _run_rows(summary, started)))
     parts.append('<h2>Outcomes and key percentiles</h2><div class="grid">'
                  + _table(("outcome", "sessions", "share"), _outcome_rows(summary))
                  + _table(("metric (ms)", *PERCENTILE_COLUMNS), _percentile_rows(summary)) + "</div>")
     if TARGETS in summary:
-        rows = [(t, *(_fmt(parse_path(path).value(sub), pct=path.endswith("_rate")) for _, path in TARGET_COLUMNS))
+        rows = [(t, *(_fmt(number_at(sub, path.split(".")), pct=path.endswith("_rate")) for _, path in TARGET_COLUMNS))
                 for t, sub in summary[TARGETS].items()]
         parts.append("<h2>Per target</h2>" + _table(("target", *(c for c, _ in TARGET_COLUMNS)), rows))
     parts.append("<h2>Word error rate</h2>" + _wer_html(summary))
@@ -47,18 +47,11 @@ def render(summary: dict, images: dict[str, str | None], notes: list[str], capac
                                body="\n".join(parts))
 
 
-def _capacity_html(capacity: dict, image: str | None) -> str:
-    from ..capacity.answer import answer_lines
-
-    rows = [(lv["users"], "holds" if lv["passed"] else "breaks",
-             ", ".join(lv["broken"] + (["generator send lag"] if lv["generator_bound"] else [])) or "",
-             _fmt(lv["rejection_rate"], pct=True), *(_fmt(v) for v in lv["values"].values()))
-            for lv in capacity["levels"]]
-    slo_columns = tuple(capacity["levels"][0]["values"]) if capacity["levels"] else ()
-    out = ("<h2>Capacity</h2>" + "".join(f"<p><b>{_e(line)}</b></p>" for line in answer_lines(capacity))
-           + _table(("streams", "verdict", "broken", "rejections", *slo_columns), rows))
-    if image:
-        out += f'<img src="{_e(image)}" alt="capacity curve">'
+def _section_html(section: Section) -> str:
+    out = (f"<h2>{_e(section.title)}</h2>" + "".join(f"<p><b>{_e(line)}</b></p>" for line in section.lines)
+           + _table(section.header, [tuple(_fmt(v) for v in row) for row in section.rows]))
+    if section.image:
+        out += f'<img src="{_e(section.image)}" alt="{_e(section.title)}">'
     return out
 
 

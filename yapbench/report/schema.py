@@ -6,6 +6,8 @@ docs/report.md is the reference for users.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from ..metrics import Outcome
 
 SCHEMA_VERSION = 1
@@ -43,3 +45,13 @@ ALIASES.update({"backlog": "backlog_max", "backlog_ms": "backlog_max", "send_lag
 TARGETS = "targets"
 WER_BY_SAMPLE = "wer_by_sample"
 WER_SAMPLE_FIELDS = ("wer", "sessions", "ref_words", "errors")
+
+
+def number_at(summary: dict, keys: Sequence[str]) -> float | None:
+    """The number at a path of keys into a summary (["first_word", "p95"]), None when the run did not observe it."""
+    node: object = summary
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None

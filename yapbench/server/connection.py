@@ -16,7 +16,7 @@ import asyncio
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..protocol import NO_FREE_CHANNELS, Error, ProtocolError, ServerMessage, decode_client_message, encode_server_message
 from ..wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameError, FrameReader, close_payload, server_frame
@@ -24,14 +24,30 @@ from .httpio import MAX_HEAD, HttpError, Request, parse_head, response, upgrade_
 from .slots import Slot
 
 if TYPE_CHECKING:
-    from .app import Server
+    from .config import ServerConfig
+    from .eventlog import EventLog
+    from .model_loop import ModelLoop
 
 log = logging.getLogger("yapbench.server")
 GARBAGE = b"\xc1\xc1\xc1\xc1"  # 0xc1 is the one byte msgpack never uses: undecodable whatever the client
 
 
+class ServerSide(Protocol):
+    """What a connection uses of the server that accepted it (app.Server): the connection never imports the app."""
+
+    config: ServerConfig
+    model: ModelLoop
+    events: EventLog | None
+    connections: set[Connection]
+    ws_connections: set[Connection]
+
+    def next_conn_id(self) -> int: ...
+
+    def handle_request(self, conn: Connection, req: Request) -> None: ...
+
+
 class Connection(asyncio.Protocol):
-    def __init__(self, server: "Server") -> None:
+    def __init__(self, server: ServerSide) -> None:
         self.server = server
         self.conn_id = server.next_conn_id()
         self.transport: asyncio.Transport | None = None

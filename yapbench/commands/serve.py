@@ -51,7 +51,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_path(value: str | None) -> Path | None:
-    from .config import CONFIG_DIR
+    from ..server.config import CONFIG_DIR
 
     if not value:
         return None
@@ -62,7 +62,7 @@ def _config_path(value: str | None) -> Path | None:
 
 
 def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .config import load_config, with_overrides
+    from ..server.config import load_config, with_overrides
 
     config = load_config(_config_path(args.config))
     keys = None
@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     import logging
     import sys
 
-    from .app import OFFLINE_TRIES, Server
+    from ..server.app import OFFLINE_TRIES, Server
 
     config = build_config(args)
     logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),

@@ -40,11 +40,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..commands.run import run_load
+    from ..capacity import CAPACITY_JSON, SPEC_JSON
+    from ..capacity.search import SearchSpec
     from ..runlog import default_run_dir
     from ..slo import parse_condition
-    from .search import SearchSpec
-    from . import CAPACITY_JSON, SPEC_JSON
+    from .run import run_load
 
     slos = tuple(args.slo) or DEFAULT_SLOS
     for s in slos:
@@ -70,8 +70,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"yapbench capacity: the load ended (exit {code}) before any level was measured", file=sys.stderr)
         return 2
     answer = json.loads(answer_path.read_text(encoding="utf-8"))
-    from .answer import answer_lines
-    from .plot import CAPACITY_PNG
+    from ..capacity.answer import answer_lines
+    from ..capacity.plot import CAPACITY_PNG
 
     print(f"capacity curve: {run_dir / CAPACITY_PNG} (and in {run_dir / 'report.html'})")
     print("\n".join(answer_lines(answer)))

@@ -104,9 +104,9 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from . import api, recap
-    from .credentials import load_secrets
-    from .executor import SshOptions
+    from provision import api, recap
+    from provision.credentials import load_secrets
+    from provision.executor import SshOptions
 
     secrets = load_secrets(ask_sudo_password=args.ask_sudo_pass)
     if args.action in ("up", "plan"):
@@ -117,7 +117,7 @@ def main(args: argparse.Namespace) -> int:
     common = dict(ssh=ssh, secrets=secrets, max_workers=1 if args.serial else args.parallel, log_dir=args.log_dir)
 
     if args.action == "workers":
-        from . import workers
+        from provision import workers
 
         make_steps = workers.stop_steps if args.stop else workers.up_steps(args.master, args.master_port,
                                                                             args.processes)

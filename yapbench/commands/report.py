@@ -13,14 +13,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from . import REPORT, build_report, summarize_run, write_summary
-    from .text import headline
+    from ..capacity.section import report_section
+    from ..report import REPORT, build_report, summarize_run, write_summary
+    from ..report.text import headline
 
     if args.summary_only:
         summary = summarize_run(args.run_dir)
         path = write_summary(args.run_dir, summary)
     else:
-        summary = build_report(args.run_dir)
+        capacity = report_section(args.run_dir)  # a `yapbench capacity` run: its answer and curve first
+        summary = build_report(args.run_dir, [capacity] if capacity else [])
         path = args.run_dir / REPORT
     print(headline(summary))
     for note in summary["notes"]:
