@@ -28,7 +28,7 @@ from yapbench.protocol import API_KEY_HEADER, DEFAULT_PATH, FRAME_SAMPLES, FRAME
 from yapbench.runlog import SEND_LAG, SEND_LAG_DTYPE, SESSIONS
 from yapbench.samples import load_manifest, select
 
-FLUSH_FRAMES = 40  # the same flush recipe as yapbench (PROTOCOL.md §3): Marker, then a burst of silence
+FLUSH_FRAMES = 40  # the same flush recipe as yapbench (docs/protocol.md §3): Marker, then a burst of silence
 FLUSH_TIMEOUT_S = 15.0
 
 

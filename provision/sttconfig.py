@@ -25,7 +25,7 @@ class ModelConfig:
     extra_heads: bool  # the 1B model's semantic VAD, which produces Step messages
 
 
-# delayed-streams-modeling configs/config-stt-en_fr-hf.toml and config-stt-en-hf.toml (PROTOCOL.md §6)
+# delayed-streams-modeling configs/config-stt-en_fr-hf.toml and config-stt-en-hf.toml (docs/protocol.md §6)
 MODELS = {
     "en_fr": ModelConfig("kyutai/stt-1b-en_fr-candle", "tokenizer_en_fr_audio_8000.model", 6, 64, 8001, 8000,
                          16, 16, 750, True),

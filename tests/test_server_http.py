@@ -1,4 +1,5 @@
-"""Reference server, PROTOCOL.md §1, §1b, §4, §7: routes, authentication, capacity rejection, offline POST, metrics."""
+"""Reference server, docs/protocol.md §1, §1b, §4, §7: routes, authentication, capacity rejection, offline POST,
+metrics."""
 
 from __future__ import annotations
 

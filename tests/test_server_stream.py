@@ -1,4 +1,4 @@
-"""Reference server, PROTOCOL.md §2-§5: the streaming protocol over a real socket, frame by frame."""
+"""Reference server, docs/protocol.md §2-§5: the streaming protocol over a real socket, frame by frame."""
 
 from __future__ import annotations
 

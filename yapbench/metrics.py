@@ -1,6 +1,6 @@
 """What one session measured, and exact percentiles over raw values.
 
-Every metric here is defined once, in DESIGN.md and docs/metrics.md; the session fills these records, the run
+Every metric here is defined once, in docs/metrics.md; the session fills these records, the run
 directory stores them, the report and the gates read them back. Nothing rounds before the report.
 """
 

@@ -1,6 +1,6 @@
 """The moshi-server STT wire protocol: msgpack maps tagged with "type", both directions.
 
-Only the message vocabulary lives here (PROTOCOL.md §2); WebSocket framing is `wsframe`, transport is `session`.
+Only the message vocabulary lives here (docs/protocol.md §2); WebSocket framing is `wsframe`, transport is `session`.
 Audio encoding is the hot path of every load test, so `encode_audio` writes the msgpack bytes straight from
 numpy instead of building a Python float per sample (byte-identical to
 ``msgpack.packb({"type": "Audio", "pcm": pcm.tolist()}, use_single_float=True)``).

@@ -1,6 +1,6 @@
 """Poll each target's /api/modules_info once a second: slot usage over time (server.csv), and free slots per target.
 
-The real server exposes `used_slots` / `total_slots` for its BatchedAsr module (PROTOCOL.md §1); they show
+The real server exposes `used_slots` / `total_slots` for its BatchedAsr module (docs/protocol.md §1); they show
 capacity from the server's side, and let a fleet load send each new stream to the least-loaded target.
 """
 

@@ -178,7 +178,7 @@ class Stream:
         return self.t_start + np.arange(n) * self.period
 
     def _start_flush(self) -> None:
-        # The server echoes a Marker only once the model has stepped past it (docs/protocol.md), so a Marker is
+        # The server echoes a Marker only once the model has stepped past it (docs/protocol.md §3), so a Marker is
         # followed by a burst of silence longer than the model's delay; the echo then marks the end of the
         # transcript. The burst is one write of bytes built once per clip, not one send per silence frame.
         self.phase = Phase.FLUSHING

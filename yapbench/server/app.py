@@ -1,4 +1,4 @@
-"""The server: routes (PROTOCOL.md §1), the model loop, keep-alive housekeeping, start and shutdown."""
+"""The server: routes (docs/protocol.md §1), the model loop, keep-alive housekeeping, start and shutdown."""
 
 from __future__ import annotations
 

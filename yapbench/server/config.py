@@ -1,4 +1,4 @@
-"""The server's configuration: moshi-server's TOML (PROTOCOL.md §6) plus yapbench's own `[yapbench]` table.
+"""The server's configuration: moshi-server's TOML (docs/protocol.md §6) plus yapbench's own `[yapbench]` table.
 
 moshi-server ignores tables it does not know (serde without deny_unknown_fields), so one file can drive both the
 real server and this one. Command-line options override the file; the file overrides the defaults below.
@@ -67,7 +67,7 @@ class ServerConfig:
     log_level: str = "info"
     manifest: str = ""  # samples the synthetic engine recognises; "" = yapbench's samples/manifest.csv
     faults: FaultConfig = FaultConfig()
-    # Keep-alive timings (PROTOCOL.md §5); tests shorten them, nobody else should.
+    # Keep-alive timings (docs/protocol.md §5); tests shorten them, nobody else should.
     ping_every_s: float = 10.0
     long_timeout_s: float = 120.0
 

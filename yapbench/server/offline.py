@@ -1,4 +1,4 @@
-"""POST /api/asr-streaming: offline transcription of a whole file through a slot (PROTOCOL.md §1b).
+"""POST /api/asr-streaming: offline transcription of a whole file through a slot (docs/protocol.md §1b).
 
 The handler waits for a free slot (a retry every 100 ms), then feeds the loop what the real handler feeds it:
 Init, the whole file as one Audio, Marker{id: 0}, 10 s of zeros, and collects Word/EndWord/Error until the

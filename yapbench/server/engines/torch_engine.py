@@ -1,6 +1,6 @@
 """The reference server's GPU engine: Kyutai STT 1B with random weights, one batched step per 80 ms frame.
 
-Per step, as moshi-server's BatchedAsr does it (PROTOCOL.md §5): the input is always the full batch,
+Per step, as moshi-server's BatchedAsr does it (docs/protocol.md §5): the input is always the full batch,
 (batch_size, 1920) float32 frames plus an active mask; every row is computed, only active rows advance. The only
 host synchronisation is reading back the sampled text tokens and the extra heads' probabilities (one small copy).
 
@@ -33,7 +33,7 @@ from ...protocol import FRAME_SAMPLES
 from .base import FIRST_WORD_TOKEN, PAD, WORD_START, Engine, ModelSpec, StepOutput
 from .torch_model import SttConfig, SttModel
 
-REPORTED_CLASS = 0  # Step.prs reports class 0 of each extra head's softmax (PROTOCOL.md §2)
+REPORTED_CLASS = 0  # Step.prs reports class 0 of each extra head's softmax (docs/protocol.md §2)
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 

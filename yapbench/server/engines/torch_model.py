@@ -1,6 +1,6 @@
 """Kyutai STT 1B (stt-1b-en_fr) as a streaming, batched PyTorch network with random weights.
 
-The architecture follows PROTOCOL.md §6 ([modules.asr.model] of config-stt-en_fr-hf.toml): a causal pre-norm
+The architecture follows docs/protocol.md §6 ([modules.asr.model] of config-stt-en_fr-hf.toml): a causal pre-norm
 transformer (d_model 2048, 16 layers, 16 heads, RMSNorm, RoPE with max_period 100000, SiLU-gated feed-forward, no
 biases) over the sum of 32 audio-codebook embeddings and one text embedding, with a ring KV cache of `context`
 (750) steps, an 8000-way text head and 4 extra heads of 6 classes (the semantic VAD behind Step.prs). The weights
@@ -48,7 +48,7 @@ class SttConfig:
 
     @classmethod
     def from_model_table(cls, model: dict[str, Any]) -> SttConfig:
-        """From a moshi-server [modules.asr.model] table (PROTOCOL.md §6); missing keys take the 1B's values.
+        """From a moshi-server [modules.asr.model] table (docs/protocol.md §6); missing keys take the 1B's values.
 
         Raises ValueError for a key whose value needs another architecture (GQA, LayerNorm, biases, ...).
         """
