@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -102,7 +103,7 @@ def locust_base(args: argparse.Namespace, hosts: str, run_dir: Path) -> list[str
     procs = max(args.workers, 1)
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
             "--loglevel", "WARNING", "-u", str(args.users), "-r", f"{args.spawn_rate * procs:g}",
-            "-t", f"{args.ramp_s + args.settle + args.window:g}s", "--stop-timeout", "30", "--host", hosts, "--run-dir", str(run_dir),
+            "-t", f"{math.ceil(args.ramp_s + args.settle + args.window)}s", "--stop-timeout", "30", "--host", hosts, "--run-dir", str(run_dir),
             "--samples", args.samples, "--think-time", str(args.think_time), "--no-report"]
 
 

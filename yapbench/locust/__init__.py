@@ -3,7 +3,7 @@
 Importing this package registers its event listeners; `locustfiles/stt.py` declares the concrete users.
 """
 
-from . import cheapstop, finish, options, recorder, shapes, webui  # noqa: F401  (listeners register on import)
+from . import finish, options, recorder, shapes, stalls, webui  # noqa: F401  (listeners register on import)
 from .shapes import RampShape, SpikeShape, StepShape
 from .user import SttUser
 
