@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -107,16 +108,24 @@ def locust_base(args: argparse.Namespace, hosts: str, run_dir: Path) -> list[str
             "--samples", args.samples, "--think-time", str(args.think_time), "--no-report"]
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_generator(args: argparse.Namespace, hosts: str, run_dir: Path, cores: list[int],
                     log) -> tuple[subprocess.Popen, list[subprocess.Popen]]:
     """(the master or standalone process, the separately started workers)."""
-    base = locust_base(args, hosts, run_dir)
+    port = str(free_port())  # not Locust's default 5557: another run on the host may hold it
+    base = locust_base(args, hosts, run_dir) + ["--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+                                                   "--master-port", port]  # --processes: its workers dial this
     if args.mode == "master-worker" and args.workers:
         master = subprocess.Popen(["taskset", "-c", str(cores[0]), *base, "--master", "--expect-workers",
-                                   str(args.workers), "--master-bind-host", "127.0.0.1"],
+                                   str(args.workers)],
                                   cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
         workers = [subprocess.Popen(["taskset", "-c", str(cores[1 + i % (len(cores) - 1)] if len(cores) > 1 else cores[0]), sys.executable, "-m",
-                                     "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1",
+                                     "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1", "--master-port", port,
                                      "--loglevel", "WARNING"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
                    for i in range(args.workers)]
         return master, workers
@@ -220,7 +229,8 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=8, help="reference servers, pinned to cores 0..K-1")
     parser.add_argument("--workers", default="7", help="worker processes per point, comma-separated (0: one process)")
     parser.add_argument("--users", default="10500", help="users per point, comma-separated (paired with --workers)")
-    parser.add_argument("--mode", choices=("processes", "master-worker"), default="master-worker")
+    parser.add_argument("--mode", default="master-worker",
+                        help="processes or master-worker, per point (comma-separated) or one for all")
     parser.add_argument("--spawn-rate", type=float, default=100.0, help="users/s per worker process")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds after the ramp before the window")
     parser.add_argument("--window", type=float, default=30.0, help="steady seconds measured")
@@ -233,12 +243,13 @@ def main() -> None:
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) <= args.servers:
         sys.exit(f"{len(cores)} cores: leave at least one for the generator (--servers < {len(cores)})")
-    workers = [int(w) for w in args.workers.split(",")]
     users = [int(u) for u in args.users.split(",")]
-    if len(workers) == 1:
-        workers *= len(users)
-    if len(users) != len(workers):
-        sys.exit("--users and --workers: give one value each, or one --workers for all points")
+    workers = [int(w) for w in args.workers.split(",")]
+    modes = args.mode.split(",")
+    workers = workers * len(users) if len(workers) == 1 else workers
+    modes = modes * len(users) if len(modes) == 1 else modes
+    if not len(users) == len(workers) == len(modes) or not set(modes) <= {"processes", "master-worker"}:
+        sys.exit("--users, --workers, --mode: one value each per point, or one --workers/--mode for all")
     servers = []
     try:
         for core in cores[: args.servers]:
@@ -250,8 +261,8 @@ def main() -> None:
         workdir = Path(tempfile.mkdtemp(prefix="yapbench-scaleout-"))
         print(f"{len(cores)} cores: {len(servers)} servers on {cores[:args.servers]}, generator on {gen_cores}; "
               f"runs in {workdir}", flush=True)
-        for w, u in zip(workers, users):
-            args.workers, args.users = w, u
+        for w, u, mode in zip(workers, users, modes):
+            args.workers, args.users, args.mode = w, u, mode
             args.ramp_s = u / (args.spawn_rate * max(w, 1))
             point = measure(args, servers, gen_cores, workdir)
             print(json.dumps(asdict(point) | {"accounted": point.accounted, "held": point.held}), flush=True)
