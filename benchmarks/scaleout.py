@@ -70,6 +70,7 @@ class Point:
     generator_sys: float  # of which in the kernel (on loopback the sender's send() also runs the receive path)
     server_cpu: float  # cores, all servers together
     workers_lost: int
+    lag_p99_per_s: list[float]  # each second of the run, from the test's start: where a stall happened
 
     @property
     def accounted(self) -> bool:
@@ -156,6 +157,12 @@ def streams_mean(sessions: list[dict], window: tuple[float, float]) -> float:
     return busy / (b - a)
 
 
+def per_second_p99(lag: np.ndarray, t0: float) -> list[float]:
+    second = (lag["t"] - t0).astype(int)
+    return [round(float(np.percentile(lag["lag_ms"][second == s], 99)), 1) if (second == s).any() else 0.0
+            for s in range(max(int(second.max()) + 1, 0) if second.size else 0)]
+
+
 def read_meta_safe(run_dir: Path) -> dict:
     try:
         return read_meta(run_dir)
@@ -221,7 +228,7 @@ def measure(args: argparse.Namespace, servers: list[ServerProcess], gen_cores: l
                  round(float(np.percentile(backlog, 99)), 1) if backlog else float("nan"),
                  len(sessions), outcomes["ok"], outcomes["cancelled"], seen, sum(s["words"] for s in sessions), words_sent,
                  round(master_cpu, 3), round(rss / 1e6, 1), round(gen_cpu, 2), round(gen_sys, 2), round(server_cpu, 2),
-                 len(read_meta(run_dir).get("workers_lost", [])))
+                 len(read_meta(run_dir).get("workers_lost", [])), per_second_p99(lag, read_meta(run_dir)["started_at"]))
 
 
 def main() -> None:
