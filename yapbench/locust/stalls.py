@@ -1,4 +1,4 @@
-"""Two of Locust's own costs that hold a process's hub, measured, and taken away.
+"""Three of Locust's own costs and traps around a process's hub, measured, and taken away.
 
 While the hub is held, every stream in the process sends its next frames late by that much.
 
@@ -11,6 +11,11 @@ While the hub is held, every stream in the process sends its next frames late by
   `inspect.getframeinfo(inspect.stack()[1][0])`; `inspect.stack()` reads source context for every frame and
   searches sys.modules for each (CPython issue 92041): 0.3-0.7 s measured with yapbench loaded. `locust.runners`
   gets an `inspect` that walks frames without reading any source; the debug line keeps the caller's file and line.
+- **The run-time limit firing at once**: headless Locust arms `-t` with `gevent.spawn_later(run_time, ...)`, and
+  libev counts a new timer from the loop's cached clock, last read when the hub last ran. yapbench's `init`
+  decodes the corpus without yielding (seconds on a busy 2-core machine), so a `-t 4s` run measured from a clock
+  several seconds old stopped 30 ms after it started, before any session. The clock is read afresh once `init`
+  is done (this module's listener registers after the recorder's).
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import inspect
 import sys
 from types import FrameType, SimpleNamespace
 
+import gevent
 import locust.argument_parser
 import locust.runners
+from locust import events
 
 _locust_default_args = functools.cache(locust.argument_parser.default_args_dict)
 
@@ -41,3 +48,8 @@ def _frameinfo(frame: FrameType) -> inspect.Traceback:
 
 locust.argument_parser.default_args_dict = _default_args_dict
 locust.runners.inspect = SimpleNamespace(stack=_stack, getframeinfo=_frameinfo)  # type: ignore[attr-defined]
+
+
+@events.init.add_listener
+def _fresh_loop_clock(**_kw) -> None:
+    gevent.get_hub().loop.update_now()
