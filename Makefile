@@ -1,6 +1,8 @@
 # The two commands of the README: `make run` and `make test`. Each bootstraps what it needs.
 PYTHON ?= python3.11
 VENV   := .venv
+# The moshi engine's model code, installed without its pins (pyproject's `moshi` extra; docs/gpu.md says why).
+MOSHI  := moshi==0.2.13
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -11,6 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "make: could not create a virtual environment (Debian: apt-get install python3.11-venv)"; exit 2; }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps $(MOSHI)
 	touch $@
 
 venv: $(VENV)/.installed

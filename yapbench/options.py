@@ -86,7 +86,7 @@ OPTIONS: tuple[Option, ...] = (
          help="known_hosts file for --provision (default ~/.ssh/known_hosts)"),
     _opt("--accept-new-host-keys", on=LOAD | On.LOCUST | On.PASSED, action="store_true", default=False,
          help="accept unknown SSH host keys for --provision (changed keys are always refused)"),
-    _opt("--server-engine", on=LOAD, group=EMBEDDED, default="synthetic", help="synthetic (default), sphinx or torch"),
+    _opt("--server-engine", on=LOAD, group=EMBEDDED, default="synthetic", help="synthetic (default), sphinx, torch or moshi"),
     _opt("--server-batch-size", on=LOAD, group=EMBEDDED, type=int, default=64,
          help="slots (default 64, as stt-1b-en_fr)"),
     # -- what is streamed

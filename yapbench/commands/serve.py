@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
+from .engines import ENGINES
 
 DEFAULT_ADDR = "127.0.0.1"
 DEFAULT_PORT = 8000
-ENGINE_NAMES = ("synthetic", "sphinx", "torch")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-l", "--log", "--log-level", dest="log_level", help="log level (default info)")
     parser.add_argument("--silent", action="store_true", help="no logging to stderr")
     g = parser.add_argument_group("yapbench")
-    g.add_argument("--engine", choices=ENGINE_NAMES, help="recognizer (default synthetic)")
+    g.add_argument("--engine", choices=tuple(ENGINES), help="recognizer (default synthetic)")
     g.add_argument("--batch-size", type=int, help="number of slots (overrides the config)")
     g.add_argument("--asr-delay-in-tokens", type=int, help="model delay in 80 ms steps (overrides the config)")
     g.add_argument("--step-ms", type=float,

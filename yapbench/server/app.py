@@ -54,7 +54,8 @@ class Server:
         if config.manifest:
             options.setdefault("manifest", config.manifest)
         spec = ModelSpec(config.batch_size, config.asr_delay_in_tokens, config.extra_heads, config.model,
-                         config.temperature, config.seed, options)
+                         config.temperature, config.seed, options, config.lm_model_file,
+                         config.audio_tokenizer_file, config.text_tokenizer_file)
         self.engine = create_engine(config.engine, spec)
         self.model = ModelLoop(config, self.engine, self.metrics, self.events)
         self.connections: set[Connection] = set()

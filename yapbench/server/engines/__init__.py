@@ -1,4 +1,4 @@
-"""Engine registry: name -> "module:Class", imported only when chosen (sphinx and torch are heavy).
+"""Engine registry: name -> "module:Class", imported only when chosen (sphinx, torch and moshi are heavy).
 
 To add an engine, subclass `base.Engine` and add one line here.
 """
@@ -14,6 +14,7 @@ ENGINES: dict[str, str] = {
     "synthetic": "yapbench.server.engines.synthetic:SyntheticEngine",
     "sphinx": "yapbench.server.engines.sphinx:SphinxEngine",
     "torch": "yapbench.server.engines.torch_engine:TorchEngine",
+    "moshi": "yapbench.server.engines.moshi_engine:MoshiEngine",
 }
 
 

@@ -41,6 +41,10 @@ class ModelSpec:
     temperature: float = 0.0
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)  # engine-specific ([yapbench.engine_options])
+    # [modules.asr]'s weight files as written (a path, file:// or hf://), for engines that can load real weights
+    lm_model_file: str = ""
+    audio_tokenizer_file: str = ""
+    text_tokenizer_file: str = ""
 
 
 @dataclass(slots=True)

@@ -1,8 +1,6 @@
-"""The reference server's GPU engine: Kyutai STT 1B with random weights, one batched step per 80 ms frame.
-
-Per step, as moshi-server's BatchedAsr does it (docs/protocol.md §5): the input is always the full batch,
-(batch_size, 1920) float32 frames plus an active mask; every row is computed, only active rows advance. The only
-host synchronisation is reading back the sampled text tokens and the extra heads' probabilities (one small copy).
+"""A GPU engine without dependencies beyond torch: Kyutai STT's transformer (torch_model.py) with random weights
+and a stand-in for Mimi, one batched step per 80 ms frame (the host side: device_step.py). The `moshi` engine runs
+Kyutai's own model code instead, Mimi included.
 
 Audio tokens: the real server runs Mimi (a SEANet conv encoder plus an 8-layer transformer at 12.5 Hz, about 1/40
 of the 1B's parameters) to turn a frame into 32 codebook tokens. Its cost is not modelled: `StandInTokenizer`
@@ -15,9 +13,7 @@ Text: the weights are random, so the sampler biases the padding tokens to give r
 "w<id>-<id>...". The config's `temperature` is not honoured: greedy decoding of random logits would repeat one
 token per slot, not produce word traffic.
 
-Options ([yapbench.engine_options]): device ("cuda" when available, else "cpu"), dtype ("bfloat16" on CUDA,
-"float32" on CPU: moshi-server's defaults), cuda_graph (true: capture the step once and replay it; removes eager
-PyTorch's per-kernel launch cost, ~600 launches a step, which a compiled server does not pay), word_rate (0.2),
+Options ([yapbench.engine_options]): device, dtype and cuda_graph (device_step.py), word_rate (0.2),
 word_start_rate (0.1).
 """
 
@@ -26,15 +22,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
 from ...protocol import FRAME_SAMPLES
-from .base import FIRST_WORD_TOKEN, PAD, WORD_START, Engine, ModelSpec, StepOutput
+from .base import FIRST_WORD_TOKEN, PAD, WORD_START, ModelSpec
+from .device_step import REPORTED_CLASS, DeviceStepEngine
 from .torch_model import SttConfig, SttModel
-
-REPORTED_CLASS = 0  # Step.prs reports class 0 of each extra head's softmax (docs/protocol.md §2)
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 class StandInTokenizer(torch.nn.Module):
@@ -77,45 +70,31 @@ class TextSampler(torch.nn.Module):
         self.register_buffer("bias", bias, persistent=False)
         self.register_buffer("keep", keep, persistent=False)
 
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        # Gumbel-max sampling (as moshi-server does for temperature > 0): no host round trip.
-        gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(1e-20, 1.0)))
+    def forward(self, logits: torch.Tensor, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        """Gumbel-max sampling (as moshi-server does for temperature > 0): no host round trip. `uniform`: the
+        U(0, 1) noise to use, one per logit; by default drawn from the default generator."""
+        u = torch.rand_like(logits) if uniform is None else uniform
+        gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0)))
         return (logits * self.keep + self.bias + gumbel).argmax(dim=-1)
 
 
-class TorchEngine(Engine):
+class TorchEngine(DeviceStepEngine):
     """Kyutai STT architecture from the config's [modules.asr.model], random weights, real GPU cost per step."""
 
     name = "torch"
-    blocking = True  # a step holds the GPU for milliseconds: the loop runs it in a worker thread
-    default_step_ms = 0.0  # the cost is real, nothing to simulate
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         opts: dict[str, Any] = spec.options
-        self.device = torch.device(opts.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-        on_gpu = self.device.type == "cuda"
-        self.dtype = DTYPES[opts.get("dtype") or ("bfloat16" if on_gpu else "float32")]
         self.cfg = SttConfig.from_model_table(spec.model)
-        b = spec.batch_size
-        self.model = SttModel(self.cfg, b, self.device, self.dtype, seed=spec.seed)
+        self.model = SttModel(self.cfg, spec.batch_size, self.device, self.dtype, seed=spec.seed)
         self.tokenizer = StandInTokenizer(self.cfg.audio_codebooks, self.cfg.audio_vocab_size, self.device, spec.seed + 1)
         self.sampler = TextSampler(
             self.cfg.text_out_vocab_size, float(opts.get("word_rate", 0.2)), float(opts.get("word_start_rate", 0.1)),
             self.device,
         )
-        torch.manual_seed(spec.seed)  # the sampler draws from the default generator (the one CUDA graphs support)
-        # Static input/output buffers: the same memory every step, as a CUDA graph needs, and pinned on the host
-        # so the per-step copies are plain DMA.
-        self._frames = torch.zeros(b, FRAME_SAMPLES, device=self.device)
-        self._active = torch.zeros(b, dtype=torch.bool, device=self.device)
-        self._out = torch.zeros(b, 1 + self.cfg.extra_heads, device=self.device)
-        self._host_frames = torch.zeros(b, FRAME_SAMPLES, pin_memory=on_gpu)
-        self._host_active = torch.zeros(b, dtype=torch.bool, pin_memory=on_gpu)
-        use_graph = on_gpu and bool(opts.get("cuda_graph", True))
-        self._graph: torch.cuda.CUDAGraph | None = self._capture() if use_graph else None
+        self._start(self.cfg.extra_heads)
 
-    @torch.no_grad()
     def _compute(self) -> None:
         audio = self.tokenizer(self._frames)
         logits, prs = self.model.step(audio, self._active)
@@ -125,45 +104,16 @@ class TorchEngine(Engine):
         self._out[:, 0] = text.float()
         self._out[:, 1:] = prs[:, :, REPORTED_CLASS]
 
-    def _capture(self) -> torch.cuda.CUDAGraph:
-        # Warm up on a side stream with no slot active (nothing in the state moves), then capture.
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self._compute()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._compute()
-        return graph
-
-    def warmup(self) -> None:
-        # The real server's two warm-up steps on zeros; with no slot active they leave every slot as it was.
-        for _ in range(2):
-            self.step(np.zeros((self.spec.batch_size, FRAME_SAMPLES), np.float32), np.zeros(self.spec.batch_size, bool))
-
-    def step(self, frames: np.ndarray, active: np.ndarray) -> StepOutput:
-        self._host_frames.numpy()[:] = frames
-        self._host_active.numpy()[:] = active
-        self._frames.copy_(self._host_frames, non_blocking=True)
-        self._active.copy_(self._host_active, non_blocking=True)
-        if self._graph is not None:
-            self._graph.replay()
-        else:
-            self._compute()
-        out = self._out.cpu().numpy()  # the step's one synchronisation
-        prs = out[:, 1:].copy() if self.cfg.extra_heads else None
-        return StepOutput(tokens=out[:, 0].astype(np.int64), prs=prs)
-
     def reset_slot(self, slot: int) -> None:
         self.model.reset_slot(slot)
 
     def detokenize(self, tokens: list[int]) -> str:
-        return "w" + "-".join(str(t) for t in tokens)  # random weights: the ids are all there is
+        return placeholder_word(tokens)
 
-    def close(self) -> None:
-        self._graph = None
+    def _drop_model(self) -> None:
         del self.model
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+
+
+def placeholder_word(tokens: list[int]) -> str:
+    """A word's text when the weights are random: the ids are all there is."""
+    return "w" + "-".join(str(t) for t in tokens)
