@@ -4,10 +4,15 @@ load on the same machine, NVML telemetry, the report. Run from the repository ro
     python benchmarks/gpu_e2e.py single --batch-sizes 64,256,512 --duration 40 --out OUTDIR
     python benchmarks/gpu_e2e.py fleet --gpus 2 --batch-size 256 --users 400 --duration 40 --out OUTDIR
     python benchmarks/gpu_e2e.py capacity --gpus 2 --batch-size 256 --out OUTDIR
+    python benchmarks/gpu_e2e.py capacity --gpus 1 --engine moshi --batch-size-from STEP_DIR/gpu_step.json --out OUTDIR
 
 `single`: one server on GPU 0 per batch size, as many streams as slots. `fleet`: one server per GPU (ports P, P+1,
 CUDA_VISIBLE_DEVICES=i), streams spread least-loaded; the report breaks metrics down per target and per GPU.
-`capacity`: `yapbench capacity` on that fleet: the total and each GPU's answer.
+`capacity`: `yapbench capacity` on that fleet: the total and each GPU's answer. With --batch-size-from, the batch
+size is the step-time model's real-time limit from a gpu_step.py result (graph mode: the largest batch whose step
+stays under 60 ms by the fitted line, leaving room for the host side, and that the card's memory holds), the
+search brackets it (from 3/4 of it up to 1.1 times it, resolution 2 %), and capacity.json records the prediction
+it is checked against: a fixed-batch server holds exactly its batch size while its step stays under 80 ms.
 Prints one table row per run and leaves each run directory (report.html, PNGs, summary.json, gpu.csv) under OUTDIR.
 """
 
@@ -39,12 +44,23 @@ def step_ms(http_url: str) -> float | None:
     return 1000.0 * float(total.group(1)) / float(count.group(1))
 
 
-def start_on_gpu(gpu: int, batch_size: int, engine: str):
+def start_on_gpu(gpu: int, batch_size: int, engine: str, config: str | None = None):
     os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     try:
-        return start_server(engine=engine, batch_size=batch_size, timeout=300.0, log="warning")
+        options = {"config": config} if config else {}
+        return start_server(engine=engine, batch_size=batch_size, timeout=300.0, log="warning", **options)
     finally:
         del os.environ["CUDA_VISIBLE_DEVICES"]
+
+
+def predicted_batch(step_json: Path) -> int:
+    """The step-time model's real-time batch size (see the module docstring), a multiple of 16."""
+    model = json.loads(step_json.read_text())["capacity"]["graph"]["model"]
+    limits = [x for x in (model["limit_60ms"], model["limit_memory"]) if x]
+    measured = [r["batch_size"] for r in json.loads(step_json.read_text())["rows"]
+                if r["mode"] == "graph" and r["median_ms"] is not None]
+    # Never beyond the largest batch that was built and timed: the memory line is an extrapolation.
+    return int(min(*limits, max(measured))) // 16 * 16
 
 
 def load(hosts: list[str], users: int, duration: int, processes: int, run_dir: Path, policy: str) -> int:
@@ -90,7 +106,9 @@ def main() -> int:
     p.add_argument("--duration", type=int, default=40)
     p.add_argument("--processes", type=int, default=4)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--engine", default="torch", help="torch on the GPU host; synthetic to try the script anywhere")
+    p.add_argument("--engine", default="torch", help="torch or moshi on the GPU host; synthetic to try the script anywhere")
+    p.add_argument("--config", default=None, help="server config (bundled name or path)")
+    p.add_argument("--batch-size-from", type=Path, default=None, help="capacity: gpu_step.json to size the batch from")
     a = p.parse_args()
     rows = []
     if a.mode == "single":
@@ -102,16 +120,28 @@ def main() -> int:
                 load([server.url], a.users or b, a.duration, a.processes, run_dir, "round_robin")
                 rows.append(row(f"single b={b} u={a.users or b}", run_dir, [step_ms(server.http_url)]))
     elif a.mode == "capacity":
-        servers = [start_on_gpu(i, a.batch_size, a.engine) for i in range(a.gpus)]
+        batch = predicted_batch(a.batch_size_from) if a.batch_size_from else a.batch_size
+        total = a.gpus * batch
+        search = ["--start", "64", "--resolution", "16"]
+        if a.batch_size_from:
+            search = ["--start", str(total * 3 // 4), "--max-users", str(total * 11 // 10),
+                      "--resolution", str(max(2, total // 50))]
+        t0 = time.time()
+        servers = [start_on_gpu(i, batch, a.engine, a.config) for i in range(a.gpus)]
+        print(f"{a.gpus} x batch {batch}: servers ready in {time.time() - t0:.0f} s", flush=True)
         try:
-            run_dir = a.out / f"capacity-{a.gpus}x{a.batch_size}"
+            run_dir = a.out / f"capacity-{a.gpus}x{batch}"
             subprocess.call([sys.executable, "-m", "yapbench.cli", "capacity", "--host", ",".join(s.url for s in servers),
-                             "--run-dir", str(run_dir), "--processes", str(a.processes), "--start", "64",
-                             "--resolution", "16", "--window", "5", "--settle", "5", "--stable-windows", "2",
+                             "--run-dir", str(run_dir), "--processes", str(a.processes), *search,
+                             "--window", "5", "--settle", "5", "--stable-windows", "2",
                              "--max-windows", "3", "--target-policy", "least_loaded",
                              "--slo", "first_word.p95<=2000ms", "--slo", "backlog.p99<=320ms",
                              "--samples", "mid.wav,real/en_jfk_inaugural_1961.flac"], cwd=REPO)
-            rows.append(json.loads((run_dir / "capacity.json").read_text()))
+            result = json.loads((run_dir / "capacity.json").read_text())
+            result["prediction"] = {"batch_size": batch, "streams": total, "engine": a.engine,
+                                    "step_ms": [step_ms(s.http_url) for s in servers]}
+            (run_dir / "capacity.json").write_text(json.dumps(result, indent=1))
+            rows.append(result)
         finally:
             for s in servers:
                 s.stop()

@@ -1,14 +1,21 @@
-"""GPU step time of the torch engine (Kyutai STT 1B, random weights) per batch size, and the real-time capacity.
+"""GPU step time of a GPU engine per batch size, and the real-time limits by time and by memory.
 
-    python benchmarks/gpu_step.py [--out DIR] [--batch-sizes 1,8,...] [--modes eager,graph]
+    python benchmarks/gpu_step.py [--engine torch|moshi] [--config NAME|PATH] [--out DIR]
+                                  [--batch-sizes 1,8,...] [--modes eager,graph]
 
-Runs from the repository root without installing yapbench (needs torch, numpy, and nvidia-ml-py for telemetry).
-For each mode (eager PyTorch; the same step captured once as a CUDA graph and replayed) and batch size: build the
-engine in bf16, mark every slot active, warm up, then time whole `TorchEngine.step` calls (host-to-device copy of
-the frames, the step, the read-back of tokens: what moshi-server's asr_model_step_duration measures) for at least
-`--min-steps` steps and `--min-seconds` seconds; median and p90 step time, peak GPU memory, and the mean NVML
-utilisation over the timed window. A batch keeps real time while its step takes under 80 ms (one frame of audio
-per slot per step). Writes DIR/gpu_step.json and DIR/gpu.csv (NVML samples of the whole run).
+Runs from the repository root without installing yapbench (needs torch, numpy, nvidia-ml-py for telemetry, and
+the moshi package for --engine moshi). The model is the config's (default stt-1b-en_fr; config-stt-en-hf.toml is
+the 2.6B), with random weights. For each mode (eager PyTorch; the same step captured once as a CUDA graph and
+replayed) and batch size: build the engine in bf16, mark every slot active, warm up, then time whole
+`Engine.step` calls (host-to-device copy of the frames, the step, the read-back of tokens: what moshi-server's
+asr_model_step_duration measures) for at least `--min-steps` steps and `--min-seconds` seconds; median and p90
+step time, peak GPU memory, and the mean NVML utilisation over the timed window.
+
+The step-time model: a straight line through (batch, median step) and one through (batch, peak memory) of each
+mode's successful rows. A batch keeps real time while its step takes under 80 ms (one frame per slot per step), so
+the real-time limit by time is where the first line reaches 80 ms (and 60 ms, which leaves room for the server's
+host side); the limit by memory is where the second reaches the card's memory. Writes DIR/gpu_step.json and
+DIR/gpu.csv (NVML samples of the whole run).
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from yapbench.gpu import GPU_CSV, NVIDIA_SMI_QUERY, GpuSampler, parse_nvidia_smi_line  # noqa: E402
 from yapbench.protocol import FRAME_SAMPLES  # noqa: E402
-from yapbench.server.engines.base import ModelSpec  # noqa: E402
-from yapbench.server.engines.torch_engine import TorchEngine  # noqa: E402
+from yapbench.server.config import CONFIG_DIR, ServerConfig, load_config  # noqa: E402
+from yapbench.server.engines import create_engine  # noqa: E402
+from yapbench.server.engines.base import Engine, ModelSpec  # noqa: E402
 
 FRAME_MS = 80.0
 MARGIN_MS = 60.0  # a step under 60 ms leaves room for the host side of a real server (sockets, msgpack)
@@ -60,9 +68,17 @@ class StepTiming:
 
 def environment() -> dict[str, str]:
     smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
+    try:
+        from importlib.metadata import version
+
+        moshi = version("moshi")
+    except Exception:  # not installed: only the torch engine can run
+        moshi = "absent"
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "moshi": moshi,
+        "gpu_memory_gib": f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.1f}",
         "cuda": str(torch.version.cuda),
         "device": torch.cuda.get_device_name(0),
         "nvidia_smi": smi,
@@ -75,7 +91,7 @@ def speech_like_frames(batch_size: int, count: int, rng: np.random.Generator) ->
     return [(0.1 * rng.standard_normal((batch_size, FRAME_SAMPLES))).astype(np.float32) for _ in range(count)]
 
 
-def time_steps(engine: TorchEngine, frames: list[np.ndarray], warmup: int, min_steps: int, min_s: float) -> list[float]:
+def time_steps(engine: Engine, frames: list[np.ndarray], warmup: int, min_steps: int, min_s: float) -> list[float]:
     active = np.ones(engine.spec.batch_size, dtype=bool)
     for i in range(warmup):
         engine.step(frames[i % len(frames)], active)
@@ -96,16 +112,15 @@ def mean_util(gpu_csv: Path, t0: float, t1: float) -> float | None:
     return round(statistics.fmean(utils), 1) if utils else None
 
 
-def measure(mode: str, batch_size: int, args: argparse.Namespace, gpu_csv: Path) -> StepTiming:
+def measure(mode: str, batch_size: int, args: argparse.Namespace, config: ServerConfig, gpu_csv: Path) -> StepTiming:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     t_start = time.time()
-    engine: TorchEngine | None = None
+    engine: Engine | None = None
     try:
-        # model={} is stt-1b-en_fr's [modules.asr.model]; asr_delay and extra heads as in its config.
-        spec = ModelSpec(batch_size, asr_delay_in_tokens=6, extra_heads=4, model={},
-                         options={"device": "cuda", "cuda_graph": mode == "graph"})
-        engine = TorchEngine(spec)
+        options = {"device": "cuda", "cuda_graph": mode == "graph", "weights": "random"}
+        spec = ModelSpec(batch_size, config.asr_delay_in_tokens, config.extra_heads, config.model, options=options)
+        engine = create_engine(args.engine, spec)
         frames = speech_like_frames(batch_size, 8, np.random.default_rng(batch_size))
         t_window = time.time()
         times = time_steps(engine, frames, args.warmup, args.min_steps, args.min_seconds)
@@ -137,6 +152,33 @@ def capacity(rows: list[StepTiming], limit_ms: float) -> int:
     return max(ok, default=0)
 
 
+def line(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least-squares (intercept, slope) through the points, or None with fewer than two distinct x."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    slope, intercept = np.polyfit([x for x, _ in points], [y for _, y in points], 1)
+    return float(intercept), float(slope)
+
+
+def step_model(rows: list[StepTiming], card_gib: float) -> dict[str, float | None]:
+    """The straight lines of step time and memory against batch size, and where they reach 80/60 ms and the card.
+
+    Fitted on the rows from batch 64 up: below that the step is launch-bound, not proportional to the batch."""
+    ok = [r for r in rows if r.median_ms is not None and r.batch_size >= 64]
+    time_fit = line([(r.batch_size, r.median_ms) for r in ok])  # type: ignore[misc]
+    mem_fit = line([(r.batch_size, r.peak_mem_gib) for r in ok])  # type: ignore[misc]
+    out: dict[str, float | None] = {"ms_fixed": None, "ms_per_slot": None, "gib_fixed": None, "mib_per_slot": None,
+                                    "limit_80ms": None, "limit_60ms": None, "limit_memory": None}
+    if time_fit:
+        a, b = time_fit
+        out.update(ms_fixed=round(a, 3), ms_per_slot=round(b, 5),
+                   limit_80ms=round((FRAME_MS - a) / b), limit_60ms=round((MARGIN_MS - a) / b))
+    if mem_fit:
+        a, b = mem_fit
+        out.update(gib_fixed=round(a, 2), mib_per_slot=round(b * 1024, 1), limit_memory=round((card_gib - a) / b))
+    return out
+
+
 def table(rows: list[StepTiming]) -> str:
     lines = ["| mode | batch | steps | median ms | p90 ms | x real time | peak GiB | GPU util % |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -152,6 +194,8 @@ def table(rows: list[StepTiming]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", default="torch", choices=["torch", "moshi"])
+    parser.add_argument("--config", default=None, help="server config (bundled name or path); default stt-1b-en_fr")
     parser.add_argument("--out", default=os.environ.get("OUT") or "reports/gpu_step")
     parser.add_argument("--batch-sizes", default=DEFAULT_BATCHES)
     parser.add_argument("--modes", default="eager,graph")
@@ -164,7 +208,8 @@ def main() -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = environment()
+    config = load_config(args.config if not args.config or Path(args.config).exists() else CONFIG_DIR / args.config)
+    env = {**environment(), "engine": args.engine, "config": str(args.config or "config-stt-en_fr-hf.toml")}
     print(json.dumps(env, indent=1), flush=True)
     # The remote sampler's parser against this card's real nvidia-smi output.
     smi = subprocess.run(NVIDIA_SMI_QUERY.split(), capture_output=True, text=True).stdout
@@ -175,14 +220,16 @@ def main() -> int:
     try:
         for mode in args.modes.split(","):
             for b in (int(x) for x in args.batch_sizes.split(",")):
-                rows.append(measure(mode, b, args, out / GPU_CSV))
+                rows.append(measure(mode, b, args, config, out / GPU_CSV))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
     finally:
         sampler.stop()
+    card_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
     summary = {
         mode: {
             "realtime_max_batch_80ms": capacity([r for r in rows if r.mode == mode], FRAME_MS),
             "realtime_max_batch_60ms": capacity([r for r in rows if r.mode == mode], MARGIN_MS),
+            "model": step_model([r for r in rows if r.mode == mode], card_gib),
         }
         for mode in args.modes.split(",")
     }
@@ -190,7 +237,7 @@ def main() -> int:
         json.dumps({"environment": env, "rows": [asdict(r) for r in rows], "capacity": summary, "gpu_csv_rows": sampler.rows}, indent=1)
     )
     print(table(rows))
-    print("capacity (largest tested batch with p90 step under 80 ms / 60 ms):", json.dumps(summary))
+    print("capacity (largest tested batch with p90 step under 80 ms / 60 ms; step-time model):", json.dumps(summary))
     return 0
 
 
