@@ -109,6 +109,8 @@ def main() -> int:
     p.add_argument("--engine", default="torch", help="torch or moshi on the GPU host; synthetic to try the script anywhere")
     p.add_argument("--config", default=None, help="server config (bundled name or path)")
     p.add_argument("--batch-size-from", type=Path, default=None, help="capacity: gpu_step.json to size the batch from")
+    p.add_argument("--bracket", action="store_true",
+                   help="capacity: search around the batch size (as --batch-size-from does) and record the prediction")
     a = p.parse_args()
     rows = []
     if a.mode == "single":
@@ -122,10 +124,11 @@ def main() -> int:
     elif a.mode == "capacity":
         batch = predicted_batch(a.batch_size_from) if a.batch_size_from else a.batch_size
         total = a.gpus * batch
-        search = ["--start", "64", "--resolution", "16"]
-        if a.batch_size_from:
+        search = ["--start", "64", "--resolution", "16", "--settle", "5"]
+        bracket = a.bracket or a.batch_size_from is not None
+        if bracket:  # settle past the spawn of the first level (50 users/s)
             search = ["--start", str(total * 3 // 4), "--max-users", str(total * 11 // 10),
-                      "--resolution", str(max(2, total // 50))]
+                      "--resolution", str(max(2, total // 50)), "--settle", "10"]
         t0 = time.time()
         servers = [start_on_gpu(i, batch, a.engine, a.config) for i in range(a.gpus)]
         print(f"{a.gpus} x batch {batch}: servers ready in {time.time() - t0:.0f} s", flush=True)
@@ -133,13 +136,14 @@ def main() -> int:
             run_dir = a.out / f"capacity-{a.gpus}x{batch}"
             subprocess.call([sys.executable, "-m", "yapbench.cli", "capacity", "--host", ",".join(s.url for s in servers),
                              "--run-dir", str(run_dir), "--processes", str(a.processes), *search,
-                             "--window", "5", "--settle", "5", "--stable-windows", "2",
+                             "--window", "5", "--stable-windows", "2",
                              "--max-windows", "3", "--target-policy", "least_loaded",
                              "--slo", "first_word.p95<=2000ms", "--slo", "backlog.p99<=320ms",
                              "--samples", "mid.wav,real/en_jfk_inaugural_1961.flac"], cwd=REPO)
             result = json.loads((run_dir / "capacity.json").read_text())
-            result["prediction"] = {"batch_size": batch, "streams": total, "engine": a.engine,
-                                    "step_ms": [step_ms(s.http_url) for s in servers]}
+            if bracket:
+                result["prediction"] = {"batch_size": batch, "streams": total, "engine": a.engine,
+                                        "step_ms": [step_ms(s.http_url) for s in servers]}
             (run_dir / "capacity.json").write_text(json.dumps(result, indent=1))
             rows.append(result)
         finally:

@@ -5,28 +5,36 @@
 # dependencies and moshi importable; results go under $OUT (at most 8 files, as the device tool returns them).
 #
 #     OUT=/tmp/out bash benchmarks/gpu_moshi.sh
+#
+# Environment: TESTS=0 skips the CUDA tests, EAGER=0 the eager rows; B1 and B26 override the batch sizes of the
+# two sweeps; CAP sets the capacity run's batch size (default: the 1B step-time model's real-time limit).
 set -u
 : "${OUT:?set OUT to the results folder}"
 export PYTHONUNBUFFERED=1
 nvidia-smi -L
 python3 -c "import torch, moshi; print('torch', torch.__version__, 'moshi', moshi.__version__)"
 
-timeout 180 python3 -m pytest -q -x -p no:cacheprovider tests/test_moshi_engine_cuda.py tests/test_torch_engine_cuda.py \
-    > "$OUT/cuda-tests.txt" 2>&1
-tail -5 "$OUT/cuda-tests.txt"
+if [ "${TESTS:-1}" = 1 ]; then
+    timeout 70 python3 -m pytest -q -x -p no:cacheprovider tests/test_moshi_engine_cuda.py tests/test_torch_engine_cuda.py \
+        > "$OUT/cuda-tests.txt" 2>&1
+    tail -5 "$OUT/cuda-tests.txt"
+fi
 
-step() {  # name, then gpu_step.py's arguments
-    local name=$1; shift
-    timeout 240 python3 benchmarks/gpu_step.py --engine moshi --out "$OUT/$name" --warmup 5 --min-steps 30 \
+step() {  # name, time limit (s), then gpu_step.py's arguments
+    local name=$1 LIMIT=$2; shift 2
+    timeout "$LIMIT" python3 benchmarks/gpu_step.py --engine moshi --out "$OUT/$name" --warmup 5 --min-steps 30 \
         --min-seconds 1.5 "$@" 2>&1 | grep -v "^nvidia-smi query\|^NVML sampler"
 }
-step s1b --modes graph --batch-sizes 1,64,256,512,768,1024,1152,1280
-step s26b --config config-stt-en-hf.toml --modes graph --batch-sizes 1,64,256,512,768,896
+step s1b "${T1:-110}" --modes graph --batch-sizes "${B1:-1,64,256,512,768,1024,1152,1280}"
+step s26b "${T26:-90}" --config config-stt-en-hf.toml --modes graph --batch-sizes "${B26:-1,64,256,512,640,768}"
 rm -f "$OUT/s26b/gpu.csv"
-step s1b-eager --modes eager --batch-sizes 1,256
-rm -f "$OUT/s1b-eager/gpu.csv"
+if [ "${EAGER:-1}" = 1 ]; then
+    step s1b-eager 50 --modes eager --batch-sizes 1,256
+    rm -f "$OUT/s1b-eager/gpu.csv"
+fi
 
-timeout 300 python3 benchmarks/gpu_e2e.py capacity --gpus 1 --engine moshi --batch-size-from "$OUT/s1b/gpu_step.json" \
+if [ -n "${CAP:-}" ]; then batch=(--batch-size "$CAP" --bracket); else batch=(--batch-size-from "$OUT/s1b/gpu_step.json"); fi
+timeout "${TCAP:-200}" python3 benchmarks/gpu_e2e.py capacity --gpus 1 --engine moshi "${batch[@]}" \
     --processes 8 --out /tmp/moshi-capacity
 mkdir -p "$OUT/cap"
 for f in capacity.json summary.json capacity.png; do

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import os
 import platform
@@ -113,6 +114,7 @@ def mean_util(gpu_csv: Path, t0: float, t1: float) -> float | None:
 
 
 def measure(mode: str, batch_size: int, args: argparse.Namespace, config: ServerConfig, gpu_csv: Path) -> StepTiming:
+    gc.collect()  # the previous row's engine, if a cycle still holds it
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     t_start = time.time()
@@ -217,27 +219,31 @@ def main() -> int:
     sampler = GpuSampler(out).start()
     print("NVML sampler:", sampler.note or "sampling", flush=True)
     rows: list[StepTiming] = []
+    card_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    modes = args.modes.split(",")
+
+    def summary() -> dict:
+        return {
+            mode: {
+                "realtime_max_batch_80ms": capacity([r for r in rows if r.mode == mode], FRAME_MS),
+                "realtime_max_batch_60ms": capacity([r for r in rows if r.mode == mode], MARGIN_MS),
+                "model": step_model([r for r in rows if r.mode == mode], card_gib),
+            }
+            for mode in modes
+        }
+
     try:
-        for mode in args.modes.split(","):
+        for mode in modes:
             for b in (int(x) for x in args.batch_sizes.split(",")):
                 rows.append(measure(mode, b, args, config, out / GPU_CSV))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
+                # Written after every row: a sweep cut short by a time limit keeps what it measured.
+                (out / "gpu_step.json").write_text(json.dumps(
+                    {"environment": env, "rows": [asdict(r) for r in rows], "capacity": summary()}, indent=1))
     finally:
         sampler.stop()
-    card_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
-    summary = {
-        mode: {
-            "realtime_max_batch_80ms": capacity([r for r in rows if r.mode == mode], FRAME_MS),
-            "realtime_max_batch_60ms": capacity([r for r in rows if r.mode == mode], MARGIN_MS),
-            "model": step_model([r for r in rows if r.mode == mode], card_gib),
-        }
-        for mode in args.modes.split(",")
-    }
-    (out / "gpu_step.json").write_text(
-        json.dumps({"environment": env, "rows": [asdict(r) for r in rows], "capacity": summary, "gpu_csv_rows": sampler.rows}, indent=1)
-    )
     print(table(rows))
-    print("capacity (largest tested batch with p90 step under 80 ms / 60 ms; step-time model):", json.dumps(summary))
+    print("capacity (largest tested batch with p90 step under 80 ms / 60 ms; step-time model):", json.dumps(summary()))
     return 0
 
 

@@ -13,6 +13,7 @@ a measure of PyTorch's launcher rather than of the model.
 
 from __future__ import annotations
 
+import gc
 from abc import abstractmethod
 
 import numpy as np
@@ -34,7 +35,8 @@ def pick_device(spec: ModelSpec) -> tuple[torch.device, torch.dtype]:
 
 
 class DeviceStepEngine(Engine):
-    """Subclasses build their model, then call `_start(extra_heads)`; they implement `_compute`."""
+    """Subclasses build their model, then call `_start(extra_heads)`; they implement `_compute`. An engine whose
+    library graphs its own pieces passes capture=False: nested captures do not mix."""
 
     blocking = True  # a step holds the GPU for milliseconds: the loop runs it in a worker thread
     default_step_ms = 0.0  # the cost is real, nothing to simulate
@@ -45,7 +47,7 @@ class DeviceStepEngine(Engine):
         torch.manual_seed(spec.seed)  # samplers draw from the default generator (the one CUDA graphs support)
         self._graph: torch.cuda.CUDAGraph | None = None
 
-    def _start(self, extra_heads: int) -> None:
+    def _start(self, extra_heads: int, capture: bool = True) -> None:
         b, on_gpu = self.spec.batch_size, self.device.type == "cuda"
         self._heads = extra_heads
         self._frames = torch.zeros(b, FRAME_SAMPLES, device=self.device)
@@ -53,7 +55,7 @@ class DeviceStepEngine(Engine):
         self._out = torch.zeros(b, 1 + extra_heads, device=self.device)
         self._host_frames = torch.zeros(b, FRAME_SAMPLES, pin_memory=on_gpu)
         self._host_active = torch.zeros(b, dtype=torch.bool, pin_memory=on_gpu)
-        if on_gpu and bool(self.spec.options.get("cuda_graph", True)):
+        if capture and on_gpu and bool(self.spec.options.get("cuda_graph", True)):
             self._graph = self._capture()
 
     @abstractmethod
@@ -103,5 +105,6 @@ class DeviceStepEngine(Engine):
     def close(self) -> None:
         self._graph = None  # the graph's memory pool goes first, then the tensors it pointed at
         self._drop_model()
+        gc.collect()  # model code may hold reference cycles (moshi's streaming states do): free them now
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -24,7 +24,6 @@ import torch
 from moshi.models import loaders
 from moshi.models.compression import MimiModel
 from moshi.models.lm import LMModel
-from moshi.modules.streaming import StreamingModule
 from moshi.quantization.core_vq import EuclideanCodebook
 
 from ...errors import UserError
@@ -152,18 +151,3 @@ def _calibrate_codebooks(mimi: MimiModel, seed: int) -> None:
             book._initialized.fill_(1.0)
             book.register_buffer("_embedding", None, persistent=False)  # the cached centroids, recomputed on use
             residual = residual - layer.decode(layer.encode(residual))
-
-
-def encoder_parts(mimi: MimiModel) -> list[StreamingModule]:
-    """The streaming modules of Mimi's encoding side. Only these are put in streaming mode: `MimiModel.streaming`
-    would also hold the decoder's state, whose transformer KV cache is as large as the encoder's and never used in
-    speech-to-text. `MimiModel.encode` then streams through them."""
-    parts = [mimi.encoder, mimi.encoder_transformer, getattr(mimi, "downsample", None)]
-    return [root for part in parts if part is not None for root in _streaming_roots(part)]
-
-
-def _streaming_roots(module: torch.nn.Module) -> list[StreamingModule]:
-    # A plain wrapper (Mimi's ConvDownsample1d) holds its streaming convolution one level down.
-    if isinstance(module, StreamingModule):
-        return [module]
-    return [root for child in module.children() for root in _streaming_roots(child)]

@@ -1,6 +1,6 @@
 """The reference server's GPU engine on Kyutai's own model code: Mimi plus the STT LM from the `moshi` package.
 
-One step, for every slot of the batch (device_step.py has the host side and the CUDA graph):
+One step, for every slot of the batch (device_step.py has the host side):
 1. Mimi encodes the slot's 80 ms frame into 32 codebook tokens (SEANet encoder, 8-layer transformer with its
    own KV cache, downsampling to 12.5 Hz, residual quantiser), streaming per slot.
 2. The LM takes the previous text token and those audio tokens (moshi's `LMGen` convention, delays all 0: a
@@ -15,6 +15,11 @@ Slots: moshi's streaming modules keep per-row state and honour an exec mask (row
 state) and per-row resets, exactly what the batched server needs; `set_exec_mask` runs before each step (it is
 its own small CUDA graph in moshi), `reset_streaming` on a slot's reset.
 
+CUDA graphs as moshi itself uses them (moshi.utils.compile.CUDAGraphed): Mimi's streaming state graphs its SEANet
+encoder and encoder transformer, the LM's forward pass is graphed as LMGen does; the rest (Mimi's downsampling
+and quantiser, sampling, heads: about 200 small kernels) runs eagerly, as in moshi. One graph around the whole
+step, as the torch engine captures, failed on an H200 with an illegal memory access (not diagnosed).
+
 Words: with real weights a word's pieces go through the config's sentencepiece text tokenizer; with random weights
 they read "w<id>-<id>". Models and weights: moshi_build.py. Options ([yapbench.engine_options]): device, dtype
 (the LM's; Mimi stays float32 as moshi's loader builds it), cuda_graph (device_step.py), compile (moshi's own
@@ -28,11 +33,11 @@ import contextlib
 from typing import Any
 
 import torch
-from moshi.utils.compile import no_compile
+from moshi.utils.compile import CUDAGraphed, no_compile, no_cuda_graph
 
 from .base import PAD, ModelSpec
 from .device_step import REPORTED_CLASS, DeviceStepEngine
-from .moshi_build import build_lm, build_mimi, encoder_parts, find_weights
+from .moshi_build import build_lm, build_mimi, find_weights
 from .torch_engine import TextSampler, placeholder_word
 from .torch_model import SttConfig
 
@@ -58,7 +63,7 @@ class MoshiEngine(DeviceStepEngine):
                                     spec.text_tokenizer_file)
         self.mimi = build_mimi(self.weights, opts.get("mimi"), self.cfg.audio_codebooks, self.device, spec.seed + 1)
         self.lm = build_lm(self.cfg, self.weights, self.device, self.dtype)
-        self._streams = [*encoder_parts(self.mimi), self.lm]
+        self._streams = [self.mimi, self.lm]
         b = spec.batch_size
         for module in self._streams:
             module.streaming_forever(b)
@@ -81,7 +86,11 @@ class MoshiEngine(DeviceStepEngine):
             self._vocab_ids = torch.arange(self.cfg.text_out_vocab_size, device=self.device)
             self._sampler = TextSampler(self.cfg.text_out_vocab_size, float(opts.get("word_rate", 0.2)),
                                         float(opts.get("word_start_rate", 0.1)), self.device)
-        self._start(self.cfg.extra_heads)
+        # CUDA graphs as moshi uses them: Mimi's streaming state graphs its encoder and encoder transformer, and
+        # the LM's forward pass is graphed here as LMGen does it; each captures itself at its second call.
+        self._forward_text = CUDAGraphed(self.lm.forward_text, disable=self.device.type != "cuda")
+        self._graph_scope = contextlib.nullcontext if bool(opts.get("cuda_graph", True)) else no_cuda_graph
+        self._start(self.cfg.extra_heads, capture=False)
 
     @property
     def real_weights(self) -> bool:
@@ -92,14 +101,14 @@ class MoshiEngine(DeviceStepEngine):
             module.set_exec_mask(self._active)
 
     def _compute(self) -> None:
-        with self._compile_scope():
+        with self._compile_scope(), self._graph_scope():
             self._compute_step()
 
     def _compute_step(self) -> None:
         codes = self.mimi.encode(self._frames[:, None, :])  # (B, codebooks, 1)
         tokens = torch.cat([self._last_text[:, None, None], codes], dim=1)
         tokens = torch.where((self._pos == 0)[:, None, None], self._initial, tokens)
-        hidden, logits = self.lm.forward_text(tokens)  # (B, 1, dim), (B, 1, 1, text vocab)
+        hidden, logits = self._forward_text(tokens)  # (B, 1, dim), (B, 1, 1, text vocab)
         sampled = self._sample(logits[:, 0, 0].float())
         self._last_text.copy_(torch.where(self._active, sampled, self._last_text))
         self._pos.add_(self._active.long())
@@ -134,4 +143,4 @@ class MoshiEngine(DeviceStepEngine):
         return self._text_tokenizer.decode(tokens)
 
     def _drop_model(self) -> None:
-        del self.mimi, self.lm, self._streams
+        del self.mimi, self.lm, self._streams, self._forward_text
