@@ -123,11 +123,11 @@ def test_reset_slot_starts_that_slot_over_and_leaves_the_others() -> None:
     for engine in (reset, kept):
         for t in range(CONTEXT + 1):
             engine.step(frames(2, 300 + t), np.ones(2, bool))
-    reset.reset_slot(0)
-    assert int(reset._pos[0]) == 0 and int(reset._pos[1]) == CONTEXT + 1
+    reset.reset_slot(0)  # takes effect with the next step
     after_reset = run_slot0(reset, audio)
     assert_same_outputs(after_reset, fresh)  # slot 0 starts over like a new stream
     assert_same_outputs(after_reset, run_slot0(kept, audio), slot=1)  # slot 1 never noticed
+    assert reset._pos.tolist() == [3, CONTEXT + 4]
 
 
 def test_warmup_changes_no_slot() -> None:

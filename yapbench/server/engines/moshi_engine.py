@@ -13,7 +13,8 @@ One step, for every slot of the batch (device_step.py has the host side):
 
 Slots: moshi's streaming modules keep per-row state and honour an exec mask (rows whose mask is false keep their
 state) and per-row resets, exactly what the batched server needs; `set_exec_mask` runs before each step (it is
-its own small CUDA graph in moshi), `reset_streaming` on a slot's reset.
+its own small CUDA graph in moshi); `reset_streaming` for the slots reset since the last step, all at once, at the
+start of the next step.
 
 CUDA graphs as moshi itself uses them (moshi.utils.compile.CUDAGraphed): Mimi's streaming state graphs its SEANet
 encoder and encoder transformer, the LM's forward pass is graphed as LMGen does; the rest (Mimi's downsampling
@@ -76,6 +77,7 @@ class MoshiEngine(DeviceStepEngine):
         # kernels over (batch, d_model) tensors, negligible next to reading the KV caches.
         compile_ = bool(opts.get("compile", False))
         self._compile_scope = contextlib.nullcontext if compile_ else no_compile
+        self._reset_rows: list[int] = []
         self._text_tokenizer = None
         self._sampler: TextSampler | None = None
         if self.weights is not None:
@@ -97,6 +99,18 @@ class MoshiEngine(DeviceStepEngine):
         return self.weights is not None
 
     def _prepare(self) -> None:
+        rows, self._reset_rows = self._reset_rows, []
+        if rows:
+            # All the resets since the last step at once: moshi resets every streaming module's state (hundreds of
+            # small kernels), a cost per call, not per slot; and here it runs in the step's thread, not on the
+            # server's event loop, which calls reset_slot.
+            mask = torch.zeros(self.spec.batch_size, dtype=torch.bool)
+            mask[rows] = True
+            mask = mask.to(self.device)
+            for module in self._streams:
+                module.reset_streaming(mask)
+            self._pos.masked_fill_(mask, 0)
+            self._last_text.masked_fill_(mask, self.lm.text_initial_token_id)
         for module in self._streams:
             module.set_exec_mask(self._active)
 
@@ -129,13 +143,7 @@ class MoshiEngine(DeviceStepEngine):
         return (logits / temperature + gumbel).argmax(dim=-1)
 
     def reset_slot(self, slot: int) -> None:
-        mask = torch.zeros(self.spec.batch_size, dtype=torch.bool, device=self.device)
-        mask[slot] = True
-        with torch.no_grad():
-            for module in self._streams:
-                module.reset_streaming(mask)
-            self._pos[slot] = 0
-            self._last_text[slot] = self.lm.text_initial_token_id
+        self._reset_rows.append(slot)  # applied at the start of the next step, before its compute (_prepare)
 
     def detokenize(self, tokens: list[int]) -> str:
         if self._text_tokenizer is None:
