@@ -111,8 +111,9 @@ class MoshiEngine(DeviceStepEngine):
                 module.reset_streaming(mask)
             self._pos.masked_fill_(mask, 0)
             self._last_text.masked_fill_(mask, self.lm.text_initial_token_id)
-        for module in self._streams:
-            module.set_exec_mask(self._active)
+        with self._graph_scope():  # set_exec_mask is a small CUDA graph of its own in moshi
+            for module in self._streams:
+                module.set_exec_mask(self._active)
 
     def _compute(self) -> None:
         with self._compile_scope(), self._graph_scope():
