@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from .engines import ENGINES
+from ..server.engines import ENGINES
 
 DEFAULT_ADDR = "127.0.0.1"
 DEFAULT_PORT = 8000
