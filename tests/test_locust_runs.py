@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -10,7 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from yapbench.runlog import read_send_lag
+from yapbench.runlog import WORD_DTYPE, read_send_lag
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "locustfiles" / "stt.py"
@@ -47,8 +46,7 @@ def server_counts(event_log: Path) -> dict:
 def client_counts(run_dir: Path) -> dict:
     sessions = [json.loads(line) for line in (run_dir / "sessions.jsonl").read_text().splitlines()]
     outcomes = Counter(s["outcome"] for s in sessions)
-    with open(run_dir / "words.csv") as f:
-        words = sum(1 for _ in csv.DictReader(f))
+    words = (run_dir / "words.bin").stat().st_size // WORD_DTYPE.itemsize
     return {"sessions": sessions, "outcomes": outcomes, "words": words}
 
 

@@ -1,4 +1,4 @@
-"""summary.json against numbers computed independently from the raw records (json, csv, numpy)."""
+"""summary.json against numbers computed independently from the raw records (json, numpy)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from yapbench.errors import UserError
 from yapbench.report import summarize_run
 from yapbench.report.synthetic import Spec, make_run
-from yapbench.runlog import SEND_LAG_DTYPE
+from yapbench.runlog import SEND_LAG_DTYPE, WORD_CSV_COLUMNS, WORD_DTYPE
 
 NOT_SERVED = {"rejected", "auth_failed", "connect_failed"}
 
@@ -26,8 +26,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def raw(run: Path) -> tuple[list[dict], list[dict], np.ndarray]:
     sessions = [json.loads(line) for line in (run / "sessions.jsonl").read_text().splitlines()]
-    with open(run / "words.csv", newline="") as f:
-        words = list(csv.DictReader(f))
+    records = np.frombuffer((run / "words.bin").read_bytes(), dtype=WORD_DTYPE)
+    words = [{"session_id": sessions[w["session"]]["session_id"], "idx": int(w["idx"]),
+              "t": sessions[w["session"]]["started_at"] + float(w["t"]), "lag_ms": float(w["lag_ms"]),
+              "end_lag_ms": None if np.isnan(w["end_lag_ms"]) else float(w["end_lag_ms"])} for w in records]
     lags = np.frombuffer((run / "send_lag.bin").read_bytes(), dtype=SEND_LAG_DTYPE)
     return sessions, words, lags
 
@@ -52,7 +54,7 @@ def test_percentiles_match_raw_records(fleet: Path) -> None:
     for key in ("connect", "ready", "first_response", "first_word", "finalize", "backlog_max"):
         assert_stats(summary[key], [s[f"{key}_ms"] for s in served if s[f"{key}_ms"] is not None])
     assert_stats(summary["word_lag"], [float(w["lag_ms"]) for w in words])
-    assert_stats(summary["end_lag"], [float(w["end_lag_ms"]) for w in words if w["end_lag_ms"]])
+    assert_stats(summary["end_lag"], [w["end_lag_ms"] for w in words if w["end_lag_ms"] is not None])
     assert_stats(summary["send_lag"], lags["lag_ms"].astype(np.float64).tolist())
 
 
@@ -108,9 +110,12 @@ def test_time_window_keeps_sessions_started_in_it(fleet: Path) -> None:
 def test_torn_last_lines_are_tolerated(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", Spec(sessions=40, seed=5))
     before = summarize_run(run)
-    # A kill -9 mid-write: half a word row, half a session line, half a send-lag record.
-    with open(run / "words.csv", "a") as f:
-        f.write('s9999999,0,"hal')
+    # A kill -9 mid-write: a word of a session whose line never came, half a word record, half a session line,
+    # half a send-lag record.
+    orphan = np.zeros(1, dtype=WORD_DTYPE)
+    orphan["session"], orphan["lag_ms"] = before["sessions"], 1e6
+    with open(run / "words.bin", "ab") as f:
+        f.write(orphan.tobytes() + b"\x00" * 7)
     with open(run / "sessions.jsonl", "a") as f:
         f.write('{"session_id": "s9999999", "outcome": "o')
     with open(run / "send_lag.bin", "ab") as f:
@@ -119,6 +124,53 @@ def test_torn_last_lines_are_tolerated(tmp_path: Path) -> None:
     assert after["sessions"] == before["sessions"]
     assert after["word_lag"] == before["word_lag"]
     assert after["send_lag"] == before["send_lag"]
+
+
+def test_schema_1_run_directory_still_loads(tmp_path: Path) -> None:
+    """A run directory written before run.json had a schema: words in words.csv, no send-lag histogram."""
+    run = make_run(tmp_path / "run", Spec(sessions=60, seed=4))
+    before = summarize_run(run)
+    sessions, words, _ = raw(run)
+    with open(run / "words.csv", "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(WORD_CSV_COLUMNS)
+        for w in words:  # text and recv_ms are not read; float32 values round-trip through repr
+            writer.writerow((w["session_id"], w["idx"], "word", "", "", "", np.float32(w["lag_ms"]),
+                             "" if w["end_lag_ms"] is None else np.float32(w["end_lag_ms"]), repr(w["t"])))
+    (run / "words.bin").unlink()
+    (run / "send_lag_hist.bin").unlink()
+    meta = json.loads((run / "run.json").read_text())
+    del meta["schema"]
+    (run / "run.json").write_text(json.dumps(meta))
+    after = summarize_run(run)
+    for key in ("sessions", "word_lag", "end_lag", "send_lag", "first_word", "wer"):
+        assert after[key] == before[key], key
+    assert after["throughput"]["words_per_s"] == before["throughput"]["words_per_s"] > 0
+
+
+def test_newer_schema_is_refused_by_name(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", Spec(sessions=5, seed=4))
+    meta = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps(meta | {"schema": 99}))
+    with pytest.raises(UserError, match="newer yapbench.*schema 99"):
+        summarize_run(run)
+
+
+def test_send_lag_beyond_the_raw_limit_is_estimated_within_one_percent(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past runlog.SEND_LAG_RAW_LIMIT frames only the histogram grows; the summary says its figures are estimates."""
+    exact = summarize_run(make_run(tmp_path / "exact", Spec(sessions=200, send_lag_ms=4.0, seed=6)))
+    assert exact["send_lag"]["exact"] is True and exact["estimates"] == []
+    monkeypatch.setattr("yapbench.runlog.SEND_LAG_RAW_LIMIT", 1000)
+    capped = make_run(tmp_path / "capped", Spec(sessions=200, send_lag_ms=4.0, seed=6))
+    assert json.loads((capped / "run.json").read_text())["send_lag_raw_capped"] is True
+    assert (capped / "send_lag.bin").stat().st_size <= 1000 * SEND_LAG_DTYPE.itemsize
+    est = summarize_run(capped)
+    assert est["send_lag"]["exact"] is False and est["estimates"] == ["send_lag"]
+    assert est["send_lag"]["count"] == exact["send_lag"]["count"]  # counts are exact
+    for k in ("p50", "p90", "p95", "p99", "max", "mean"):
+        assert est["send_lag"][k] == pytest.approx(exact["send_lag"][k], rel=0.01), k
+    assert est["word_lag"] == exact["word_lag"]  # words stay exact
 
 
 def test_generator_overload_is_flagged(tmp_path: Path) -> None:

@@ -27,8 +27,8 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-GPU_CSV = "gpu.csv"
-GPU_COLUMNS = ("t", "gpu", "name", "util_pct", "mem_used_mib", "mem_total_mib", "power_w", "temp_c", "sm_clock_mhz")
+from .runlog import GPU as GPU_CSV, GPU_COLUMNS  # the file's format is the run directory's (runlog)
+
 NVIDIA_SMI_QUERY = (
     "nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total,power.draw,temperature.gpu,clocks.sm"
     " --format=csv,noheader,nounits"

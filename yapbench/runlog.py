@@ -1,40 +1,73 @@
-"""The run directory: raw records, appended as sessions complete, so a crash loses only sessions in flight.
+"""The run directory's format, writer and readers: the one place that knows each file's name and columns.
 
-Layout (docs/run-directory.md is the reference):
+docs/run-directory.md documents this module (a test checks that the two agree). Layout of schema 2:
 
-    run.json        what was run (target, samples with transcripts, users, speed, ...); rewritten at start and end
-    sessions.jsonl  one JSON object per finished session (SessionResult.record())
-    words.csv       one row per Word, with its EndWord when one came (WORD_COLUMNS)
-    send_lag.bin    one SEND_LAG_DTYPE record per speech frame sent: the generator's own health
-    gpu.csv         NVML samples, when a GPU was visible (yapbench.gpu)
+    run.json            what was run; rewritten at start and end; `schema` says which layout the files follow
+    sessions.jsonl      one JSON object per finished session (SESSION_COLUMNS, SessionResult.record())
+    words.bin           one WORD_DTYPE record per Word, keyed by its session's line in sessions.jsonl
+    send_lag.bin        one SEND_LAG_DTYPE record per speech frame sent, up to SEND_LAG_RAW_LIMIT frames
+    send_lag_hist.bin   the same lags as a log-bucketed histogram per second (SEND_LAG_HIST_DTYPE, yapbench.loghist)
+    gpu.csv             NVML / nvidia-smi samples (GPU_COLUMNS), when a GPU was visible
+    server.csv          /api/modules_info polls (SERVER_COLUMNS)
 
-Everything is append-only and flushed per batch; readers tolerate a torn last line (a kill -9 mid-write).
+Schema 1 (run.json without `schema`) had words.csv (WORD_CSV_COLUMNS) and no histogram; it still loads.
+Everything is append-only and flushed per batch; readers tolerate a torn last record (a kill -9 mid-write).
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
+from . import loghist
 from .metrics import SessionResult
+
+SCHEMA_VERSION = 2
 
 RUN_META = "run.json"
 SESSIONS = "sessions.jsonl"
-WORDS = "words.csv"
+WORDS = "words.bin"
+WORDS_CSV = "words.csv"  # schema 1
 SEND_LAG = "send_lag.bin"
+SEND_LAG_HIST = "send_lag_hist.bin"
 GPU = "gpu.csv"
+SERVER = "server.csv"
 
-WORD_COLUMNS = ("session_id", "idx", "text", "start_time", "stop_time", "recv_ms", "lag_ms", "end_lag_ms", "t")
+SESSION_COLUMNS = (
+    "session_id", "worker", "target", "sample", "speed", "started_at", "ended_at", "outcome", "error", "close_code",
+    "connect_ms", "ready_ms", "first_response_ms", "first_word_ms", "finalize_ms", "backlog_max_ms", "audio_s",
+    "frames_planned", "frames_sent", "steps", "words", "send_lag_p50_ms", "send_lag_p99_ms", "send_lag_max_ms",
+    "transcript",
+)
+# A word's text is not stored: it is token `idx` of its session's transcript. stop_time/end_lag_ms are NaN
+# when no EndWord came. t: arrival, seconds after the session's started_at (float32 keeps 10 us over hours).
+WORD_DTYPE = np.dtype([("session", "<u4"), ("idx", "<u4"), ("t", "<f4"), ("start_time", "<f4"),
+                       ("stop_time", "<f4"), ("lag_ms", "<f4"), ("end_lag_ms", "<f4")])
+WORD_CSV_COLUMNS = ("session_id", "idx", "text", "start_time", "stop_time", "recv_ms", "lag_ms", "end_lag_ms", "t")
 SEND_LAG_DTYPE = np.dtype([("t", "<f8"), ("lag_ms", "<f4")])  # t: epoch seconds of the send
+# Frames whose send fell in second `t` (epoch) and whose lag fell in loghist bucket `bucket`: `count`.
+SEND_LAG_HIST_DTYPE = np.dtype([("t", "<u4"), ("bucket", "<u2"), ("count", "<u4")])
+GPU_COLUMNS = ("t", "gpu", "name", "util_pct", "mem_used_mib", "mem_total_mib", "power_w", "temp_c", "sm_clock_mhz")
+SERVER_COLUMNS = ("t", "target", "used_slots", "total_slots")
+# Column types for readers of the CSV files.
+GPU_DTYPES = {"t": "float64", "gpu": "int64", "name": "string", "util_pct": "float64", "mem_used_mib": "float64",
+              "mem_total_mib": "float64", "power_w": "float64", "temp_c": "float64", "sm_clock_mhz": "float64"}
+SERVER_DTYPES = {"t": "float64", "target": "string", "used_slots": "float64", "total_slots": "float64"}
+
+# Raw lags beyond this many frames (~300 MB) are only counted in the histogram: a one-hour run at 10,000 streams
+# sends 450 M frames. Below it, send-lag percentiles are exact.
+SEND_LAG_RAW_LIMIT = 25_000_000
+RAW_CAPPED_KEY = "send_lag_raw_capped"  # run.json: true once the raw file stopped growing
+HIST_FLUSH_S = 10.0  # the histogram is accumulated in memory and appended this often (and at close)
 
 
 def new_run_id(prefix: str = "run") -> str:
@@ -45,30 +78,35 @@ def default_run_dir(root: str | Path = "reports") -> Path:
     return Path(root) / new_run_id()
 
 
-WordRow = tuple[Any, ...]
+Batch = tuple[dict, bytes, bytes]  # one session: record, WORD_DTYPE bytes (session 0), SEND_LAG_DTYPE bytes
 
 
-def rows_of(result: SessionResult) -> tuple[dict, list[WordRow], bytes]:
-    """A finished session as the three kinds of record (plain data: they cross process boundaries as is)."""
-    t0 = result.send_times[0] if result.send_times.size else result.started_at
-    words = [
-        (
-            result.session_id,
-            i,
-            w.text,
-            round(w.start_time, 4),
-            None if w.stop_time is None else round(w.stop_time, 4),
-            round(w.recv_ms, 3),
-            round(w.lag_ms, 3),
-            None if w.end_lag_ms is None else round(w.end_lag_ms, 3),
-            round(t0 + w.recv_ms / 1000.0, 4),
-        )
-        for i, w in enumerate(result.words)
-    ]
+def rows_of(result: SessionResult) -> Batch:
+    """A finished session as its records (plain data: they cross process boundaries as is). The words' `session`
+    field is filled by the writer, which alone knows the session's line."""
+    words = np.zeros(len(result.words), dtype=WORD_DTYPE)
+    if result.words:
+        words["idx"] = np.arange(len(result.words))
+        t0 = result.send_times[0] if result.send_times.size else result.started_at
+        nan = float("nan")
+        words["t"] = [t0 - result.started_at + w.recv_ms / 1000.0 for w in result.words]
+        words["start_time"] = [w.start_time for w in result.words]
+        words["stop_time"] = [nan if w.stop_time is None else w.stop_time for w in result.words]
+        words["lag_ms"] = [w.lag_ms for w in result.words]
+        words["end_lag_ms"] = [nan if w.end_lag_ms is None else w.end_lag_ms for w in result.words]
     lag = np.empty(result.send_lag_ms.size, dtype=SEND_LAG_DTYPE)
     lag["t"] = result.send_times[: lag.size]
     lag["lag_ms"] = result.send_lag_ms
-    return result.record(), words, lag.tobytes()
+    return result.record(), words.tobytes(), lag.tobytes()
+
+
+def word_lags(words: bytes) -> np.ndarray:
+    """lag_ms of one session's word records (for live statistics)."""
+    return np.frombuffer(words, dtype=WORD_DTYPE)["lag_ms"]
+
+
+def send_lags(send_lag: bytes) -> np.ndarray:
+    return np.frombuffer(send_lag, dtype=SEND_LAG_DTYPE)["lag_ms"]
 
 
 class RunLog:
@@ -78,20 +116,22 @@ class RunLog:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self.sessions_written = _complete_lines(self.dir / SESSIONS)  # words refer to sessions by line
         self._sessions = open(self.dir / SESSIONS, "a", encoding="utf-8")
-        new_words = not (self.dir / WORDS).exists() or (self.dir / WORDS).stat().st_size == 0
-        self._words = open(self.dir / WORDS, "a", encoding="utf-8", newline="")
-        if new_words:
-            self._words.write(",".join(WORD_COLUMNS) + "\n")
-            self._words.flush()
+        self._words = open(self.dir / WORDS, "ab")
         self._send_lag = open(self.dir / SEND_LAG, "ab")
-        self.sessions_written = 0
+        self._hist = open(self.dir / SEND_LAG_HIST, "ab")
+        self.raw_lags = self._send_lag.tell() // SEND_LAG_DTYPE.itemsize
+        self.raw_capped = bool(read_meta(self.dir).get(RAW_CAPPED_KEY)) if (self.dir / RUN_META).exists() else False
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # histogram keys and counts not yet written
+        self._last_hist_flush = time.monotonic()
 
     def write_meta(self, meta: dict) -> None:
         """run.json, replaced atomically (written at start, completed at the end)."""
         path = self.dir / RUN_META
         base = read_meta(self.dir) if path.exists() else {}
         base.update(meta)
+        base["schema"] = SCHEMA_VERSION
         base.setdefault("run_id", self.dir.name)
         base.setdefault("generator_host", socket.gethostname())
         tmp = path.with_suffix(".json.tmp")
@@ -101,33 +141,71 @@ class RunLog:
     def write_result(self, result: SessionResult) -> None:
         self.append([rows_of(result)])
 
-    def append(self, batch: Iterable[tuple[dict, list[WordRow], bytes]]) -> None:
+    def append(self, batch: Iterable[Batch]) -> None:
         """Write several sessions' records (e.g. a batch a worker shipped to the master)."""
-        sessions, words, lags = io.StringIO(), io.StringIO(), bytearray()
-        writer = csv.writer(words, lineterminator="\n")
-        n = 0
-        for record, word_rows, send_lag in batch:
-            sessions.write(json.dumps(record, separators=(",", ":")) + "\n")
-            writer.writerows(("" if v is None else v for v in row) for row in word_rows)
-            lags += send_lag
-            n += 1
-        if not n:
+        items = list(batch)
+        if not items:
             return
+        lines = "".join(json.dumps(record, separators=(",", ":")) + "\n" for record, _, _ in items)
+        words = np.frombuffer(b"".join(w for _, w, _ in items), dtype=WORD_DTYPE).copy()
+        per_session = [len(w) // WORD_DTYPE.itemsize for _, w, _ in items]
+        lags = b"".join(lag for _, _, lag in items)
         with self._lock:
+            first = self.sessions_written
+            words["session"] = np.repeat(np.arange(first, first + len(items), dtype=np.uint32), per_session)
             # Words and lags first: a session line is the commit record that says its words are complete.
-            self._words.write(words.getvalue())
+            self._words.write(words.tobytes())
             self._words.flush()
-            self._send_lag.write(lags)
-            self._send_lag.flush()
-            self._sessions.write(sessions.getvalue())
+            self._append_lags(lags)
+            self._sessions.write(lines)
             self._sessions.flush()
-            self.sessions_written += n
+            self.sessions_written += len(items)
+
+    def _append_lags(self, lags: bytes) -> None:
+        if not lags:
+            return
+        rec = np.frombuffer(lags, dtype=SEND_LAG_DTYPE)
+        if not self.raw_capped:
+            if self.raw_lags + rec.size <= SEND_LAG_RAW_LIMIT:
+                self._send_lag.write(lags)
+                self._send_lag.flush()
+                self.raw_lags += rec.size
+            else:
+                self.raw_capped = True
+                self.write_meta({RAW_CAPPED_KEY: True})
+        keys = rec["t"].astype(np.int64) * loghist.BUCKETS + loghist.bucket_of(rec["lag_ms"])
+        self._pending.append(np.unique(keys, return_counts=True))
+        if time.monotonic() - self._last_hist_flush >= HIST_FLUSH_S:
+            self._flush_hist()
+
+    def _flush_hist(self) -> None:
+        self._last_hist_flush = time.monotonic()
+        if not self._pending:
+            return
+        keys = np.concatenate([k for k, _ in self._pending])
+        counts = np.concatenate([c for _, c in self._pending])
+        self._pending = []
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        out = np.empty(uniq.size, dtype=SEND_LAG_HIST_DTYPE)
+        out["t"], out["bucket"] = np.divmod(uniq, loghist.BUCKETS)
+        out["count"] = np.bincount(inverse, weights=counts).astype(np.uint32)
+        self._hist.write(out.tobytes())
+        self._hist.flush()
 
     def close(self) -> None:
         with self._lock:
-            for f in (self._sessions, self._words, self._send_lag):
+            if not self._hist.closed:
+                self._flush_hist()
+            for f in (self._sessions, self._words, self._send_lag, self._hist):
                 if not f.closed:
                     f.close()
+
+
+def _complete_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 def read_meta(run_dir: str | Path) -> dict:
@@ -138,6 +216,11 @@ def read_meta(run_dir: str | Path) -> dict:
         return {}
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+
+def schema_of(meta: dict) -> int:
+    """The layout a run directory follows: run.json's `schema`, 1 for directories written before it existed."""
+    return int(meta.get("schema", 1))
 
 
 def read_session_records(run_dir: str | Path) -> list[dict]:
@@ -152,10 +235,120 @@ def read_session_records(run_dir: str | Path) -> list[dict]:
     return out
 
 
-def read_send_lag(run_dir: str | Path) -> np.ndarray:
-    path = Path(run_dir) / SEND_LAG
+def _read_records(path: Path, dtype: np.dtype) -> np.ndarray:
+    """Whole records of a binary file (a torn last record is dropped); empty when the file is absent."""
     if not path.exists():
-        return np.zeros(0, dtype=SEND_LAG_DTYPE)
-    data = path.read_bytes()
-    usable = len(data) - len(data) % SEND_LAG_DTYPE.itemsize
-    return np.frombuffer(data[:usable], dtype=SEND_LAG_DTYPE)
+        return np.zeros(0, dtype=dtype)
+    n = path.stat().st_size // dtype.itemsize
+    return np.fromfile(path, dtype=dtype, count=n)
+
+
+def read_send_lag(run_dir: str | Path) -> np.ndarray:
+    """The raw per-frame lags (SEND_LAG_DTYPE); all of them unless `raw_capped(meta)`."""
+    return _read_records(Path(run_dir) / SEND_LAG, SEND_LAG_DTYPE)
+
+
+def raw_capped(meta: dict) -> bool:
+    return bool(meta.get(RAW_CAPPED_KEY))
+
+
+def read_send_lag_hist(run_dir: str | Path) -> np.ndarray:
+    """SEND_LAG_HIST_DTYPE records as written (one (t, bucket) may appear in several: add their counts)."""
+    return _read_records(Path(run_dir) / SEND_LAG_HIST, SEND_LAG_HIST_DTYPE)
+
+
+@dataclass
+class Words:
+    """The columns of words the report uses, one entry per Word."""
+
+    line: np.ndarray  # int64: the session's line in sessions.jsonl
+    t: np.ndarray  # float64: epoch seconds of arrival
+    lag_ms: np.ndarray  # float32
+    end_lag_ms: np.ndarray  # float32, NaN without EndWord
+
+
+def _no_words() -> Words:
+    return Words(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.float32), np.zeros(0, np.float32))
+
+
+WORD_CHUNK = 4_000_000  # records read at a time: bounds the transient copy of the whole records (~110 MB)
+
+
+def read_words(run_dir: str | Path, session_ids: Sequence[str], started_at: np.ndarray) -> Words:
+    """Words of the sessions whose lines were read (`session_ids`/`started_at` indexed by line); words of a
+    session whose line never came (killed mid-session) are dropped. Reads words.bin, or schema 1's words.csv."""
+    d = Path(run_dir)
+    if not (d / WORDS).exists() and (d / WORDS_CSV).exists():
+        return _read_words_csv(d / WORDS_CSV, session_ids)
+    path = d / WORDS
+    total = path.stat().st_size // WORD_DTYPE.itemsize if path.exists() else 0
+    if not total:
+        return _no_words()
+    line = np.empty(total, np.int64)
+    t = np.empty(total, np.float64)
+    lag = np.empty(total, np.float32)
+    end = np.empty(total, np.float32)
+    starts = np.asarray(started_at, dtype=np.float64)
+    n = 0
+    with open(path, "rb") as f:
+        while n < total:
+            chunk = np.fromfile(f, dtype=WORD_DTYPE, count=min(WORD_CHUNK, total - n))
+            keep = chunk["session"] < len(starts)
+            if not keep.all():
+                chunk = chunk[keep]
+            m = n + chunk.size
+            line[n:m] = chunk["session"]
+            t[n:m] = starts[line[n:m]] + chunk["t"]
+            lag[n:m] = chunk["lag_ms"]
+            end[n:m] = chunk["end_lag_ms"]
+            n = m
+            if not keep.all():
+                break  # the words past the last complete session line: a killed writer's
+    return Words(line[:n], t[:n], lag[:n], end[:n])
+
+
+def _read_words_csv(path: Path, session_ids: Sequence[str]) -> Words:
+    import pandas as pd
+
+    if path.stat().st_size == 0:
+        return _no_words()
+    dtypes = {"session_id": "category", "lag_ms": "float32", "end_lag_ms": "float32", "t": "float64"}
+    try:
+        raw = pd.read_csv(_without_torn_line(path), usecols=list(dtypes), dtype=dtypes, engine="c")
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ValueError(f"{path}: cannot be read as {WORDS_CSV} ({exc})") from None
+    codes = raw["session_id"].cat.codes.to_numpy()
+    # Category -> line of its session (or -1), then word -> line through the category codes: no per-row Python.
+    cat_lines = pd.Index(session_ids).get_indexer(raw["session_id"].cat.categories)
+    line = np.where(codes >= 0, cat_lines[codes], -1)
+    keep = line >= 0
+    return Words(line[keep].astype(np.int64), raw["t"].to_numpy()[keep], raw["lag_ms"].to_numpy()[keep],
+                 raw["end_lag_ms"].to_numpy()[keep])
+
+
+def _without_torn_line(path: Path) -> Path | io.BytesIO:
+    """The file itself, or its bytes up to the last newline when the last line is torn."""
+    with open(path, "rb") as f:
+        f.seek(-1, io.SEEK_END)
+        if f.read(1) == b"\n":
+            return path
+        f.seek(0)
+        data = f.read()
+    return io.BytesIO(data[: data.rfind(b"\n") + 1])
+
+
+def read_csv(path: Path, dtypes: dict[str, str]):
+    """A CSV file of the run directory (gpu.csv, server.csv) as a DataFrame, None when absent or empty.
+    Raises ValueError naming the file when it cannot be read or lacks a column."""
+    import pandas as pd
+
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    try:
+        df = pd.read_csv(_without_torn_line(path), dtype=dtypes)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ValueError(f"{path.name} ignored: {exc}") from None
+    missing = [c for c in dtypes if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path.name} ignored: missing column(s) {', '.join(missing)}")
+    return df

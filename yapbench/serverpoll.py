@@ -15,8 +15,7 @@ from urllib.parse import urlsplit
 
 import gevent
 
-SERVER_CSV = "server.csv"
-COLUMNS = ("t", "target", "used_slots", "total_slots")
+from .runlog import SERVER as SERVER_CSV, SERVER_COLUMNS as COLUMNS  # the file's format is runlog's
 
 
 def modules_info_url(ws_url: str) -> str:

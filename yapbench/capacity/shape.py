@@ -40,7 +40,7 @@ def window_summary(run_dir: Path, level_start: float, w_start: float, w_end: flo
         wmask = keep[words["srow"].to_numpy()]
         words = words[wmask].copy()
         words["srow"] = new_row[words["srow"].to_numpy()]
-    lag = run.send_lag[(run.send_lag["t"] >= w_start) & (run.send_lag["t"] < w_end)]
+    lag = run.send_lag.window(w_start, w_end)
     window = replace(run, sessions=s[keep].reset_index(drop=True), words=words.reset_index(drop=True),
                      send_lag=lag, start=w_start, end=w_end)
     return summarize_data(window)

@@ -8,10 +8,9 @@ from collections import Counter
 import numpy as np
 
 from ..metrics import LATENCY_METRICS, NOT_SERVED, PERCENTILES, summarize
-from ..runlog import SEND_LAG_DTYPE, WordRow
+from ..runlog import Batch, send_lags, word_lags
 
 TABLE_METRICS = (*LATENCY_METRICS, "word_lag_ms", "send_lag_ms")
-WORD_LAG_COLUMN = 6  # index of lag_ms in a words.csv row (runlog.WORD_COLUMNS)
 SEND_LAG_WARN_MS = 10.0
 
 
@@ -27,7 +26,7 @@ class LiveStats:
         self.outcomes: Counter[str] = Counter()
         self.active_streams = 0
 
-    def add(self, batch: list[tuple[dict, list[WordRow], bytes]]) -> None:
+    def add(self, batch: list[Batch]) -> None:
         with self._lock:
             for record, words, send_lag in batch:
                 self.outcomes[record["outcome"]] += 1
@@ -37,9 +36,9 @@ class LiveStats:
                     if record.get(m) is not None:
                         self._values[m].append(np.array([record[m]]))
                 if words:
-                    self._values["word_lag_ms"].append(np.array([w[WORD_LAG_COLUMN] for w in words], dtype=float))
+                    self._values["word_lag_ms"].append(word_lags(words))
                 if send_lag:
-                    self._values["send_lag_ms"].append(np.frombuffer(send_lag, dtype=SEND_LAG_DTYPE)["lag_ms"])
+                    self._values["send_lag_ms"].append(send_lags(send_lag))
 
     def snapshot(self) -> dict:
         with self._lock:

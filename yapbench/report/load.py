@@ -1,13 +1,11 @@
-"""A run directory read into pandas frames: the report's only input.
+"""A run directory read into pandas frames: the report's only input (the format is yapbench.runlog's).
 
-Torn last lines (the writer was killed mid-write) are dropped in every file. Words and send lags are read with
-explicit dtypes and only the columns the report uses, which keeps a million words well under a second and a
-few hundred megabytes.
+Torn last records (the writer was killed mid-write) are dropped in every file. Words are read in chunks and keep
+only the columns the report uses (float32 lags), so ninety million of them fit in about two gigabytes.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,15 +15,8 @@ import pandas as pd
 from .. import runlog
 from ..errors import UserError
 from ..metrics import NOT_SERVED
+from .sendlag import SendLag
 
-SERVER = "server.csv"  # the load's /api/modules_info poller (docs/run-directory.md)
-
-WORD_DTYPES = {"session_id": "category", "lag_ms": "float64", "end_lag_ms": "float64", "t": "float64"}
-GPU_DTYPES = {
-    "t": "float64", "gpu": "int64", "name": "string", "util_pct": "float64", "mem_used_mib": "float64",
-    "mem_total_mib": "float64", "power_w": "float64", "temp_c": "float64", "sm_clock_mhz": "float64",
-}
-SERVER_DTYPES = {"t": "float64", "target": "string", "used_slots": "float64", "total_slots": "float64"}
 NOT_SERVED_NAMES = frozenset(str(o) for o in NOT_SERVED)
 
 
@@ -34,8 +25,8 @@ class RunData:
     dir: Path
     meta: dict
     sessions: pd.DataFrame  # one row per sessions.jsonl record, plus `served`
-    words: pd.DataFrame  # lag_ms, end_lag_ms, t, srow (row of its session in `sessions`)
-    send_lag: np.ndarray  # runlog.SEND_LAG_DTYPE records
+    words: pd.DataFrame  # lag_ms, end_lag_ms (float32), t, srow (row of its session in `sessions`)
+    send_lag: SendLag
     gpu: pd.DataFrame | None
     server: pd.DataFrame | None
     start: float  # epoch seconds: the run's (or the window's) start
@@ -64,24 +55,32 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
         records = runlog.read_session_records(d)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"run directory {d}: {exc}") from None
+    if runlog.schema_of(meta) > runlog.SCHEMA_VERSION:
+        raise UserError(f"run directory {d}: written by a newer yapbench (run.json schema "
+                        f"{runlog.schema_of(meta)}; this one reads up to {runlog.SCHEMA_VERSION})")
     notes: list[str] = []
-    sessions = _sessions_frame(records)
+    all_sessions = _sessions_frame(records)
     lo = -np.inf if since is None else since
     hi = np.inf if until is None else until
+    sessions = all_sessions
     if since is not None or until is not None:
         sessions = sessions[(sessions["started_at"] >= lo) & (sessions["started_at"] < hi)].reset_index(drop=True)
-    send_lag = runlog.read_send_lag(d)
+    try:
+        words = runlog.read_words(d, all_sessions["session_id"].to_numpy(), all_sessions["started_at"].to_numpy())
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    send_lag = SendLag.read(d, meta)
     if since is not None or until is not None:
-        send_lag = send_lag[(send_lag["t"] >= lo) & (send_lag["t"] < hi)]
+        send_lag = send_lag.window(lo, hi)
     start, end = _span(meta, sessions, lo, hi)
     return RunData(
         dir=d,
         meta=meta,
         sessions=sessions,
-        words=_words_frame(d / runlog.WORDS, sessions),
+        words=_words_frame(words, sessions, len(all_sessions)),
         send_lag=send_lag,
-        gpu=_window(_read_csv(d / runlog.GPU, GPU_DTYPES, notes), lo, hi),
-        server=_window(_read_csv(d / SERVER, SERVER_DTYPES, notes), lo, hi),
+        gpu=_window(_read_csv(d / runlog.GPU, runlog.GPU_DTYPES, notes), lo, hi),
+        server=_window(_read_csv(d / runlog.SERVER, runlog.SERVER_DTYPES, notes), lo, hi),
         start=start,
         end=end,
         notes=notes,
@@ -98,59 +97,28 @@ def _sessions_frame(records: list[dict]) -> pd.DataFrame:
                 "first_word_ms", "finalize_ms", "backlog_max_ms", "words"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64") if col in df else np.nan
     df["served"] = ~df["outcome"].isin(NOT_SERVED_NAMES)
+    df["line"] = np.arange(len(df))  # its line in sessions.jsonl: how words refer to it
     return df
 
 
-def _empty_words() -> pd.DataFrame:
-    return pd.DataFrame({"lag_ms": np.zeros(0), "end_lag_ms": np.zeros(0), "t": np.zeros(0),
-                         "srow": np.zeros(0, dtype=np.int64)})
-
-
-def _words_frame(path: Path, sessions: pd.DataFrame) -> pd.DataFrame:
-    """Words of the given sessions only: words whose session line never came (killed mid-session) are dropped."""
-    if not path.exists() or path.stat().st_size == 0:
-        return _empty_words()
-    try:
-        raw = pd.read_csv(_complete_lines(path), usecols=list(WORD_DTYPES), dtype=WORD_DTYPES, engine="c")
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise UserError(f"{path}: cannot be read as words.csv ({exc})") from None
-    codes = raw["session_id"].cat.codes.to_numpy()
-    # Category -> row of its session (or -1), then word -> row through the category codes: no per-row Python.
-    cat_rows = pd.Index(sessions["session_id"]).get_indexer(raw["session_id"].cat.categories)
-    srow = np.where(codes >= 0, cat_rows[codes], -1)
+def _words_frame(words: runlog.Words, sessions: pd.DataFrame, lines: int) -> pd.DataFrame:
+    """Words of the given (served) sessions only, each with the row of its session in `sessions`."""
+    row_of_line = np.full(lines + 1, -1, dtype=np.int64)
+    row_of_line[sessions["line"].to_numpy()[sessions["served"].to_numpy()]] = np.flatnonzero(sessions["served"])
+    srow = row_of_line[words.line]
     keep = srow >= 0
-    return pd.DataFrame({
-        "lag_ms": raw["lag_ms"].to_numpy()[keep],
-        "end_lag_ms": raw["end_lag_ms"].to_numpy()[keep],
-        "t": raw["t"].to_numpy()[keep],
-        "srow": srow[keep],
-    })
-
-
-def _complete_lines(path: Path) -> Path | io.BytesIO:
-    """The file itself, or its bytes up to the last newline when the last line is torn."""
-    with open(path, "rb") as f:
-        f.seek(-1, io.SEEK_END)
-        if f.read(1) == b"\n":
-            return path
-        f.seek(0)
-        data = f.read()
-    return io.BytesIO(data[: data.rfind(b"\n") + 1])
+    cols = {"lag_ms": words.lag_ms, "end_lag_ms": words.end_lag_ms, "t": words.t, "srow": srow}
+    if not keep.all():
+        cols = {k: v[keep] for k, v in cols.items()}
+    return pd.DataFrame(cols, copy=False)
 
 
 def _read_csv(path: Path, dtypes: dict[str, str], notes: list[str]) -> pd.DataFrame | None:
-    if not path.exists() or path.stat().st_size == 0:
-        return None
     try:
-        df = pd.read_csv(_complete_lines(path), dtype=dtypes)
-    except (ValueError, pd.errors.ParserError) as exc:
-        notes.append(f"{path.name} ignored: {exc}")
+        return runlog.read_csv(path, dtypes)
+    except ValueError as exc:
+        notes.append(str(exc))
         return None
-    missing = [c for c in dtypes if c not in df.columns]
-    if missing:
-        notes.append(f"{path.name} ignored: missing column(s) {', '.join(missing)}")
-        return None
-    return df
 
 
 def _window(df: pd.DataFrame | None, lo: float, hi: float) -> pd.DataFrame | None:

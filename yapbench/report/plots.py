@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .bulk import sample_cdf
 from .load import RunData
 from .schema import SESSION_METRICS, WORD_METRICS
 from .timeseries import TimeSeries, active_at
@@ -27,33 +28,29 @@ def _save(fig: Figure, out_dir: Path, name: str) -> str:
     return name
 
 
-def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """At most CDF_POINTS points of the empirical CDF, always including the min and the max."""
-    v = np.sort(values[~np.isnan(values)])
-    idx = np.unique(np.linspace(0, v.size - 1, min(v.size, CDF_POINTS)).astype(np.int64))
-    return v[idx], (idx + 1) / v.size
+Curve = tuple[np.ndarray, np.ndarray]  # x, fraction <= x
 
 
-def latency_values(run: RunData) -> dict[str, dict[str, np.ndarray]]:
-    """metric -> label (target, or "all") -> raw values of served sessions."""
+def latency_values(run: RunData) -> dict[str, dict[str, Curve]]:
+    """metric -> label (target, or "all") -> (CDF curve, number of values) of served sessions."""
     served = run.sessions[run.sessions["served"]]
     fleet = len(run.targets) > 1
     targets = run.sessions["target"].to_numpy()
     word_targets = targets[run.words["srow"].to_numpy()]
-    out: dict[str, dict[str, np.ndarray]] = {}
+    out: dict[str, dict[str, tuple[Curve, int]]] = {}
     for key, col in {**SESSION_METRICS, **WORD_METRICS}.items():
         frame, tgt = (served, served["target"].to_numpy()) if key in SESSION_METRICS else (run.words, word_targets)
-        values = frame[col].to_numpy(dtype=np.float64)
+        values = frame[col].to_numpy()
         groups = {t: values[tgt == t] for t in run.targets} if fleet else {"all": values}
         groups = {k: v[~np.isnan(v)] for k, v in groups.items()}
         if any(v.size for v in groups.values()):
-            out[key] = groups
+            out[key] = {k: (sample_cdf(v, CDF_POINTS), v.size) for k, v in groups.items() if v.size}
     if run.send_lag.size:
-        out["send_lag"] = {"all (generator)": run.send_lag["lag_ms"].astype(np.float64)}
+        out["send_lag"] = {"all (generator)": (run.send_lag.cdf(CDF_POINTS), run.send_lag.size)}
     return out
 
 
-def latency_cdfs(values: dict[str, dict[str, np.ndarray]], out_dir: Path) -> str | None:
+def latency_cdfs(values: dict[str, dict[str, tuple[Curve, int]]], out_dir: Path) -> str | None:
     if not values:
         return None
     cols = 3
@@ -61,11 +58,9 @@ def latency_cdfs(values: dict[str, dict[str, np.ndarray]], out_dir: Path) -> str
     fig = Figure(figsize=(13, 3.4 * rows), layout="constrained")
     for ax, (metric, groups) in zip(fig.subplots(rows, cols, squeeze=False).flat, values.items()):
         hi = 0.0
-        for label, v in groups.items():
-            if v.size:
-                x, y = _cdf(v)
-                ax.plot(x, y, label=f"{label} (n={v.size:,})", drawstyle="steps-post")
-                hi = max(hi, float(np.percentile(v, 99.9)))
+        for label, ((x, y), n) in groups.items():
+            ax.plot(x, y, label=f"{label} (n={n:,})", drawstyle="steps-post")
+            hi = max(hi, float(x[min(np.searchsorted(y, 0.999), x.size - 1)]))
         # The x range stops at p99.9: one stray second-long value would otherwise flatten every curve.
         ax.set_xlim(left=min(0.0, ax.get_xlim()[0]), right=hi * 1.05 if hi > 0 else None)
         ax.set_title(f"{metric} (ms)")

@@ -1,6 +1,9 @@
 """summary.json: exact percentiles, counts and rates of one run (or one time window of it).
 
-Every number comes from the raw records (metrics.summarize: numpy order statistics), never from buckets.
+Every number comes from the raw records (metrics.summarize: numpy order statistics), never from buckets, with
+one exception: when a run sent more frames than the run directory keeps raw (runlog.SEND_LAG_RAW_LIMIT), the
+send-lag figures are estimates from its log-bucketed histogram, within 1 %; `send_lag.exact` says which, and
+`estimates` lists every such figure.
 The layout is flat enough that a dotted path names any number: `first_word.p95`, `rejection_rate`,
 `outcomes.ok`, `targets.<url>.word_lag.p99` (schema.py lists the names; docs/report.md documents them).
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .. import runlog
 from ..metrics import NOT_ERRORS, summarize
 from . import wer
 from .load import RunData
@@ -23,15 +27,15 @@ RUN_KEYS = ("run_id", "target", "targets", "users", "spawn_rate", "speed", "shap
 
 def summarize_data(run: RunData) -> dict:
     sessions = run.sessions.join(wer.score_sessions(run.sessions, wer.references(run.meta)))
-    words = run.words[run.sessions["served"].to_numpy()[run.words["srow"].to_numpy()]] if len(run.words) \
-        else run.words
+    words = run.words  # words of served sessions only (load.py)
     summary: dict = {
         "schema": SCHEMA_VERSION,
         "run": _run_info(run),
         "window": {"start": run.start, "end": run.end},
     }
     summary.update(_section(sessions, words, run.duration_s))
-    summary[SEND_LAG_METRIC] = stats(run.send_lag["lag_ms"])
+    summary[SEND_LAG_METRIC] = run.send_lag.stats()
+    summary["estimates"] = [] if run.send_lag.exact else [SEND_LAG_METRIC]
     p99 = summary[SEND_LAG_METRIC].get("p99")
     summary["generator_overloaded"] = p99 is not None and p99 > SEND_LAG_LIMIT_MS
     if len(run.targets) > 1:
@@ -44,7 +48,7 @@ def summarize_data(run: RunData) -> dict:
     if run.gpu is not None:
         summary["gpu"] = {"gpus": int(run.gpu["gpu"].nunique()),
                           **{f: stats(run.gpu[f].to_numpy(dtype=np.float64)) for f in GPU_FIELDS}}
-    summary["notes"] = run.notes + _wer_notes(sessions, run.meta)
+    summary["notes"] = run.notes + _wer_notes(sessions, run.meta) + _estimate_notes(summary)
     return summary
 
 
@@ -106,6 +110,14 @@ def _run_info(run: RunData) -> dict:
     info["targets"] = run.meta.get("targets") or ([run.meta["target"]] if run.meta.get("target") else run.targets)
     info["samples"] = sorted(run.meta.get("samples") or run.sessions["sample"].dropna().unique().tolist())
     return info
+
+
+def _estimate_notes(summary: dict) -> list[str]:
+    if not summary["estimates"]:
+        return []
+    return [f"send_lag figures are estimates within 1 % from send_lag_hist.bin: the run sent "
+            f"{summary[SEND_LAG_METRIC]['count']:,} frames, more than the {runlog.SEND_LAG_RAW_LIMIT:,} kept raw "
+            "(counts are exact)"]
 
 
 def _wer_notes(sessions: pd.DataFrame, meta: dict) -> list[str]:

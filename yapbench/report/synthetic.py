@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import NOT_SERVED, Outcome, SessionResult, WordTiming
-from ..runlog import RunLog, rows_of
+from ..runlog import GPU, GPU_COLUMNS, SERVER, SERVER_COLUMNS, RunLog, rows_of
 
 FRAME_S = 0.08
 SAMPLES = {
@@ -59,9 +59,9 @@ def make_run(run_dir: str | Path, spec: Spec = Spec()) -> Path:
     log.append(batch)
     log.close()
     if spec.gpu:
-        _gpu_csv(d / "gpu.csv", rng, t0, spec.duration_s)
+        _gpu_csv(d / GPU, rng, t0, spec.duration_s)
     if spec.server_poll:
-        _server_csv(d / "server.csv", spec.targets, t0, spec.duration_s)
+        _server_csv(d / SERVER, spec.targets, t0, spec.duration_s)
     return d
 
 
@@ -111,7 +111,7 @@ def _session(rng: np.random.Generator, spec: Spec, i: int, t0: float, names: lis
 
 def _gpu_csv(path: Path, rng: np.random.Generator, t0: float, duration_s: float) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        f.write("t,gpu,name,util_pct,mem_used_mib,mem_total_mib,power_w,temp_c,sm_clock_mhz\n")
+        f.write(",".join(GPU_COLUMNS) + "\n")
         for s in range(int(duration_s)):
             f.write(f"{t0 + s},0,NVIDIA H100,{rng.uniform(40, 95):.0f},{30000 + 10 * s},81559,"
                     f"{rng.uniform(200, 600):.1f},60,1980\n")
@@ -119,7 +119,7 @@ def _gpu_csv(path: Path, rng: np.random.Generator, t0: float, duration_s: float)
 
 def _server_csv(path: Path, targets: tuple[str, ...], t0: float, duration_s: float) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        f.write("t,target,used_slots,total_slots\n")
+        f.write(",".join(SERVER_COLUMNS) + "\n")
         for s in range(0, int(duration_s), 2):
             for tgt in targets:
                 f.write(f"{t0 + s},{tgt},{min(s, 32)},64\n")

@@ -1,0 +1,58 @@
+"""A log-bucketed histogram of milliseconds (HdrHistogram-style): fixed buckets, mergeable by adding counts.
+
+Bucket k >= 1 holds values in [LOW_MS * R**(k-1), LOW_MS * R**k); bucket 0 holds everything below LOW_MS (zero and
+the clock's tiny negatives); the last bucket also holds everything above the range. A bucket stands for the value
+2ab/(a+b) of its edges a < b, which is within RELATIVE_ERROR of every value in it. 10 ms (the generator's lag
+limit, docs/metrics.md) is an edge, so "how many frames were later than 10 ms" is an exact count.
+
+The bucket scheme is part of the run-directory format (send_lag_hist.bin): changing it changes the format.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+RELATIVE_ERROR = 0.01
+R = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)  # ratio of consecutive edges
+EDGE_MS = 10.0  # an exact edge
+_BELOW = math.ceil(math.log(EDGE_MS / 0.001) / math.log(R))  # buckets from ~1 us up to 10 ms
+LOW_MS = EDGE_MS / R**_BELOW  # ~0.001 ms
+BUCKETS = _BELOW + math.ceil(math.log(3_600_000.0 / EDGE_MS) / math.log(R)) + 1  # up to an hour: 1,102
+EDGES = LOW_MS * R ** np.arange(BUCKETS)  # EDGES[k] is bucket k+1's lower edge (bucket 0 is below EDGES[0])
+VALUES = np.concatenate(([0.0], 2 * EDGES[:-1] * EDGES[1:] / (EDGES[:-1] + EDGES[1:])))
+
+
+def bucket_of(values_ms: np.ndarray) -> np.ndarray:
+    """Bucket index (int16) of each value; NaN goes to bucket 0 (callers drop NaN first when it matters)."""
+    v = np.asarray(values_ms, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.floor(np.log(v / LOW_MS) / math.log(R)) + 1
+    k = np.nan_to_num(k, nan=0.0, neginf=0.0, posinf=BUCKETS - 1)
+    # Floating point can put a value that sits exactly on an edge one bucket low: compare with the edge itself.
+    k = np.clip(k, 0, BUCKETS - 1).astype(np.int16)
+    up = (k < BUCKETS - 1) & (v >= EDGES[np.minimum(k, BUCKETS - 1)])
+    down = (k > 0) & (v < EDGES[np.maximum(k - 1, 0)])
+    return (k + up - down).astype(np.int16)
+
+
+def quantiles(counts: np.ndarray, qs: list[float]) -> np.ndarray:
+    """Estimated quantiles (fractions in [0, 1]) from bucket counts along the last axis; NaN where a row is empty.
+
+    The q-quantile is the value of the bucket holding the ceil(q*n)-th value (rank 1 for q=0: the minimum)."""
+    c = np.asarray(counts, dtype=np.int64)
+    cum = np.cumsum(c, axis=-1)
+    n = cum[..., -1:]
+    out = []
+    for q in qs:
+        rank = np.maximum(np.ceil(q * n), 1)
+        k = np.argmax(cum >= rank, axis=-1)
+        out.append(np.where(n[..., 0] > 0, VALUES[k], np.nan))
+    return np.stack(out, axis=-1)
+
+
+def mean(counts: np.ndarray) -> float | None:
+    c = np.asarray(counts, dtype=np.float64)
+    n = c.sum()
+    return float((c * VALUES).sum() / n) if n else None
