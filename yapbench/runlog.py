@@ -17,6 +17,7 @@ Everything is append-only and flushed per batch; readers tolerate a torn last re
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import socket
@@ -24,8 +25,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
+import msgspec
 import numpy as np
 
 from . import loghist
@@ -223,16 +225,39 @@ def schema_of(meta: dict) -> int:
     return int(meta.get("schema", 1))
 
 
-def read_session_records(run_dir: str | Path) -> list[dict]:
-    """All complete session lines; a torn last line (the writer was killed mid-line) is skipped."""
+SESSION_CHUNK = 200_000  # lines decoded at a time: bounds the Python objects alive at once
+
+
+def iter_session_records(run_dir: str | Path, chunk: int = SESSION_CHUNK) -> Iterator[list[dict]]:
+    """Complete session lines in chunks of dicts, in file order; a torn last line (the writer was killed mid-line)
+    is skipped. Decoded by msgspec, about four times faster than the json module: a one-hour run has millions."""
     path = Path(run_dir) / SESSIONS
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            out.append(json.loads(line))
-    return out
+    decoder = msgspec.json.Decoder(list[dict])
+    done = 0
+    with open(path, "rb") as f:
+        while True:
+            lines = list(itertools.islice(f, chunk))
+            if lines and not lines[-1].endswith(b"\n"):
+                lines.pop()
+            if not lines:
+                return
+            try:
+                yield decoder.decode(b"[" + b",".join(lines) + b"]")
+            except msgspec.DecodeError:
+                for i, line in enumerate(lines):  # the slow path, only to name the line
+                    try:
+                        json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"{path} line {done + i + 1}: not valid JSON ({exc})") from None
+                raise
+            done += len(lines)
+            if len(lines) < chunk:
+                return
+
+
+def read_session_records(run_dir: str | Path) -> list[dict]:
+    """All complete session lines (iter_session_records)."""
+    return [r for chunk in iter_session_records(run_dir) for r in chunk]
 
 
 def _read_records(path: Path, dtype: np.dtype) -> np.ndarray:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from .. import runlog
 from ..errors import UserError
@@ -52,14 +54,13 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
         raise UserError(f"run directory {d}: no {runlog.SESSIONS} (not a run directory, or the run never started)")
     try:
         meta = runlog.read_meta(d)
-        records = runlog.read_session_records(d)
+        all_sessions = _sessions_frame(runlog.iter_session_records(d))
     except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"run directory {d}: {exc}") from None
     if runlog.schema_of(meta) > runlog.SCHEMA_VERSION:
         raise UserError(f"run directory {d}: written by a newer yapbench (run.json schema "
                         f"{runlog.schema_of(meta)}; this one reads up to {runlog.SCHEMA_VERSION})")
     notes: list[str] = []
-    all_sessions = _sessions_frame(records)
     lo = -np.inf if since is None else since
     hi = np.inf if until is None else until
     sessions = all_sessions
@@ -87,14 +88,35 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
     )
 
 
-def _sessions_frame(records: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame.from_records(records)
-    if df.empty:
+CATEGORIES = ("worker", "target", "sample", "outcome", "transcript")  # few distinct values, millions of rows
+NUMERIC = ("started_at", "ended_at", "audio_s", "connect_ms", "ready_ms", "first_response_ms", "first_word_ms",
+           "finalize_ms", "backlog_max_ms", "words")
+
+
+def _sessions_frame(chunks: Iterable[list[dict]]) -> pd.DataFrame:
+    """One row per session line. Decoded chunk by chunk, repeated strings turned into categoricals per chunk, so
+    millions of sessions never exist as Python dicts all at once."""
+    frames = []
+    for records in chunks:
+        df = pd.DataFrame.from_records(records)
+        for col in CATEGORIES:
+            if col in df:
+                df[col] = df[col].astype("category")
+        frames.append(df)
+    if not frames:
         df = pd.DataFrame(columns=["session_id", "target", "sample", "outcome", "started_at", "ended_at",
                                    "audio_s", "transcript"])
+    elif len(frames) == 1:
+        df = frames[0]
+    else:
+        cats = {c: union_categoricals([f[c] for f in frames if c in f]).categories
+                for c in CATEGORIES if all(c in f for f in frames)}
+        for f in frames:
+            for c, categories in cats.items():
+                f[c] = f[c].cat.set_categories(categories)
+        df = pd.concat(frames, ignore_index=True)
     # Columns that a writer could leave all-null still need a float dtype for the numeric code downstream.
-    for col in ("started_at", "ended_at", "audio_s", "connect_ms", "ready_ms", "first_response_ms",
-                "first_word_ms", "finalize_ms", "backlog_max_ms", "words"):
+    for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64") if col in df else np.nan
     df["served"] = ~df["outcome"].isin(NOT_SERVED_NAMES)
     df["line"] = np.arange(len(df))  # its line in sessions.jsonl: how words refer to it

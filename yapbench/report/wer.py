@@ -32,11 +32,11 @@ def normalise(text: str) -> str:
 def score_sessions(sessions: pd.DataFrame, references: dict[str, str]) -> pd.DataFrame:
     """Per session: `wer_errors` (S+D+I) and `wer_ref_words`, NaN where the session is not scored."""
     out = pd.DataFrame({"wer_errors": np.nan, "wer_ref_words": np.nan}, index=sessions.index)
-    ref = sessions["sample"].map(references)
+    ref = sessions["sample"].astype(object).map(references)
     scored = (sessions["outcome"] == "ok") & ref.notna() & (ref.fillna("") != "")
     if not scored.any():
         return out
-    pairs = pd.DataFrame({"ref": ref[scored], "hyp": sessions.loc[scored, "transcript"].fillna("").astype(str)})
+    pairs = pd.DataFrame({"ref": ref[scored], "hyp": sessions.loc[scored, "transcript"].astype(object).fillna("").astype(str)})
     unique = pairs.drop_duplicates()
     counts = [_count(r, h) for r, h in zip(unique["ref"], unique["hyp"])]
     unique = unique.assign(wer_errors=[c[0] for c in counts], wer_ref_words=[c[1] for c in counts])
