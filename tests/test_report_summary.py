@@ -193,3 +193,12 @@ def test_missing_run_dir_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="sessions.jsonl"):
         summarize_run(tmp_path / "empty")
+
+
+def test_corrupt_session_line_is_named(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", Spec(sessions=20, seed=2))
+    lines = (run / "sessions.jsonl").read_text().splitlines(keepends=True)
+    lines[6] = '{"session_id": "s6", "outcome": \n'
+    (run / "sessions.jsonl").write_text("".join(lines))
+    with pytest.raises(UserError, match=r"sessions.jsonl line 7: not valid JSON"):
+        summarize_run(run)
