@@ -42,7 +42,7 @@ def test_kill_9_mid_run_leaves_a_readable_run_directory_with_every_finished_sess
     assert (run_dir / "report.html").exists()
     records = read_session_records(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["sessions"] == len(records) == summarize_run(run_dir)["sessions"] >= 12
+    assert summary["whole_run"]["sessions"] == len(records) == summarize_run(run_dir)["whole_run"]["sessions"] >= 12
     assert len(read_send_lag(run_dir)) >= sum(r["frames_sent"] for r in records)  # lags precede their session line
 
     events = [json.loads(line) for line in server.event_log.read_text().splitlines()]

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .errors import UserError
+from .report.phases import DEFAULT_SETTLE_S
 from .samples import DEFAULT_MANIFEST
 from .session import SessionConfig
 
@@ -129,6 +130,9 @@ OPTIONS: tuple[Option, ...] = (
     # -- the end of the run
     _opt("--run-dir", on=LOAD | LOCUST_FORM | On.PASSED, default="",
          help="where raw records and the report go (default reports/<run-id>)"),
+    _opt("--settle", on=On.RUN | LOCUST_FORM | On.PASSED, type=float, default=DEFAULT_SETTLE_S,
+         help="seconds after the last user started before the steady state, whose figures are the report's "
+              "headline (the ramp and the drain are reported as their own phases)"),
     _opt("--gates", on=On.RUN | LOCUST_FORM | On.PASSED, default="",
          help="gates TOML: the run's exit code follows its verdict"),
     _opt("--baseline", on=On.RUN | LOCUST_FORM | On.PASSED, default="",

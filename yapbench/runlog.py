@@ -286,14 +286,14 @@ def read_send_lag_hist(run_dir: str | Path) -> np.ndarray:
 class Words:
     """The columns of words the report uses, one entry per Word."""
 
-    line: np.ndarray  # int64: the session's line in sessions.jsonl
+    line: np.ndarray  # uint32: the session's line in sessions.jsonl
     t: np.ndarray  # float64: epoch seconds of arrival
     lag_ms: np.ndarray  # float32
     end_lag_ms: np.ndarray  # float32, NaN without EndWord
 
 
 def _no_words() -> Words:
-    return Words(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.float32), np.zeros(0, np.float32))
+    return Words(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.float32), np.zeros(0, np.float32))
 
 
 WORD_CHUNK = 4_000_000  # records read at a time: bounds the transient copy of the whole records (~110 MB)
@@ -309,7 +309,7 @@ def read_words(run_dir: str | Path, session_ids: Sequence[str], started_at: np.n
     total = path.stat().st_size // WORD_DTYPE.itemsize if path.exists() else 0
     if not total:
         return _no_words()
-    line = np.empty(total, np.int64)
+    line = np.empty(total, np.uint32)
     t = np.empty(total, np.float64)
     lag = np.empty(total, np.float32)
     end = np.empty(total, np.float32)
@@ -347,7 +347,7 @@ def _read_words_csv(path: Path, session_ids: Sequence[str]) -> Words:
     cat_lines = pd.Index(session_ids).get_indexer(raw["session_id"].cat.categories)
     line = np.where(codes >= 0, cat_lines[codes], -1)
     keep = line >= 0
-    return Words(line[keep].astype(np.int64), raw["t"].to_numpy()[keep], raw["lag_ms"].to_numpy()[keep],
+    return Words(line[keep].astype(np.uint32), raw["t"].to_numpy()[keep], raw["lag_ms"].to_numpy()[keep],
                  raw["end_lag_ms"].to_numpy()[keep])
 
 

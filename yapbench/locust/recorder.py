@@ -30,6 +30,7 @@ from ..gpu import GpuSampler
 from ..metrics import SessionResult
 from ..runlog import RunLog, default_run_dir, rows_of
 from ..options import server_urls, session_config
+from ..report.phases import SETTLE_KEY, SPAWNING_COMPLETE_KEY, STOPPING_KEY
 from ..samples import load_manifest, select
 from ..serverpoll import SlotPoller
 from ..session import SessionConfig, worker_name
@@ -202,9 +203,15 @@ class Recorder:
             "auth": opts.auth,
             "shape": opts.shape,
             "run_time_s": opts.run_time,
+            SETTLE_KEY: opts.settle,
             "distributed": self.is_master,
             "command": redact_argv(sys.argv),
         })
+
+    def mark(self, key: str) -> None:
+        """run.json: when the last user started (spawning_complete; again at each change of a shape) and when the
+        load stopped: the boundaries of the report's phases (report/phases.py)."""
+        self.runlog.write_meta({key: time.time()})
 
     def write_end_meta(self) -> None:
         self.runlog.write_meta({"ended_at": time.time(), "sessions": self.runlog.sessions_written})
@@ -260,6 +267,9 @@ def _on_init(environment: Environment, **_kw) -> None:
     if rec.is_worker:
         environment.events.report_to_master.add_listener(lambda client_id, data, **_: rec.on_report_to_master(data))
         environment.runner.register_message(DRAIN, lambda **_: rec.on_drain_request(), concurrent=True)
+    if rec.runlog is not None:
+        environment.events.spawning_complete.add_listener(lambda **_: rec.mark(SPAWNING_COMPLETE_KEY))
+        environment.events.test_stopping.add_listener(lambda **_: rec.mark(STOPPING_KEY))
     if rec.is_master:
         environment.events.worker_report.add_listener(lambda client_id, data, **_: rec.on_worker_report(client_id, data))
         environment.runner.register_message(DRAINED, lambda msg, **_: rec.on_drained(msg))

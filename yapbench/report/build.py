@@ -14,18 +14,18 @@ from .html import render  # noqa: E402
 from .load import RunData, load_run  # noqa: E402
 from .outputs import REPORT, write_summary  # noqa: E402
 from .section import Section  # noqa: E402
-from .summary import summarize_data  # noqa: E402
+from .summary import summarize_phases  # noqa: E402
 from .timeseries import build as build_timeseries  # noqa: E402
 
 
-def build(run_dir: Path, sections: Sequence[Section] = ()) -> dict:
+def build(run_dir: Path, sections: Sequence[Section] = (), settle_s: float | None = None) -> dict:
     run = load_run(run_dir)
-    summary = summarize_data(run)
+    summary = summarize_phases(run, settle_s)
     write_summary(run_dir, summary)
     ts = build_timeseries(run)
     images = {
         "latency_cdf": plots.latency_cdfs(plots.latency_values(run), run_dir),
-        "timeseries": plots.timeseries(ts, run_dir),
+        "timeseries": plots.timeseries(ts, run_dir, summary["phases"]),
         "gpu": plots.gpu(ts, run_dir),
         "load_latency": plots.load_vs_latency(run, run_dir),
         "outcomes": plots.outcomes(summary["outcomes"], run_dir),

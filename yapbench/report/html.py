@@ -29,6 +29,12 @@ def render(summary: dict, images: dict[str, str | None], notes: list[str], secti
     parts += [f'<div class="note">{_e(n)}</div>' for n in notes]
     parts += [_section_html(section) for section in sections]
     parts.append("<h2>What was run</h2>" + _table(None, _run_rows(summary, started)))
+    if summary.get("phases"):
+        parts.append("<h2>Phases</h2><p>The figures below are the steady state's: from "
+                     f"{summary['window']['settle_s']:g} s after the last user started until the load stopped. "
+                     "Ramp (users starting, then the settle time) and drain (sessions finishing after the stop) "
+                     "are their own phases.</p>"
+                     + _table(PHASE_COLUMNS, _phase_rows(summary)))
     parts.append('<h2>Outcomes and key percentiles</h2><div class="grid">'
                  + _table(("outcome", "sessions", "share"), _outcome_rows(summary))
                  + _table(("metric (ms)", *PERCENTILE_COLUMNS), _percentile_rows(summary)) + "</div>")
@@ -53,6 +59,18 @@ def _section_html(section: Section) -> str:
     if section.image:
         out += f'<img src="{_e(section.image)}" alt="{_e(section.title)}">'
     return out
+
+
+PHASE_COLUMNS = ("phase", "from (s)", "to (s)", "sessions", "ok rate", "first word p95", "word lag p95",
+                 "send lag p99", "frames sent > 10 ms late")
+
+
+def _phase_rows(summary: dict) -> list[tuple]:
+    t0 = summary["whole_run"]["start"]
+    return [(name, f"{p['start'] - t0:.1f}", f"{p['end'] - t0:.1f}", p["sessions"], _fmt(p["ok_rate"], pct=True),
+             _fmt(p["first_word"].get("p95")), _fmt(p["word_lag"].get("p95")), _fmt(p["send_lag"].get("p99")),
+             "" if p["late_share"] is None else f"{p['late_frames']:,} ({100 * p['late_share']:.1f}%)")
+            for name, p in summary["phases"].items()]
 
 
 def _run_rows(summary: dict, started: str) -> list[tuple]:

@@ -88,6 +88,23 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
     )
 
 
+def window(run: RunData, lo: float, hi: float) -> RunData:
+    """The part of a loaded run in [lo, hi): sessions that started in it and their words (without arrival times:
+    a window is summarised, not plotted), the send lags and telemetry sampled in it."""
+    s = run.sessions
+    keep = ((s["started_at"] >= lo) & (s["started_at"] < hi)).to_numpy()
+    new_row = np.cumsum(keep) - 1
+    srow = run.words["srow"].to_numpy()
+    wkeep = keep[srow]
+    words = pd.DataFrame({"lag_ms": run.words["lag_ms"].to_numpy()[wkeep],
+                          "end_lag_ms": run.words["end_lag_ms"].to_numpy()[wkeep],
+                          "srow": new_row[srow[wkeep]].astype(np.int32)}, copy=False)
+    return RunData(dir=run.dir, meta=run.meta, sessions=s[keep].reset_index(drop=True), words=words,
+                   send_lag=run.send_lag.window(lo, hi), gpu=_window(run.gpu, lo, hi),
+                   server=_window(run.server, lo, hi), start=max(run.start, lo), end=max(min(run.end, hi), lo),
+                   notes=run.notes)
+
+
 CATEGORIES = ("worker", "target", "sample", "outcome", "transcript")  # few distinct values, millions of rows
 NUMERIC = ("started_at", "ended_at", "audio_s", "connect_ms", "ready_ms", "first_response_ms", "first_word_ms",
            "finalize_ms", "backlog_max_ms", "words")
@@ -125,9 +142,9 @@ def _sessions_frame(chunks: Iterable[list[dict]]) -> pd.DataFrame:
 
 def _words_frame(words: runlog.Words, sessions: pd.DataFrame, lines: int) -> pd.DataFrame:
     """Words of the given (served) sessions only, each with the row of its session in `sessions`."""
-    row_of_line = np.full(lines + 1, -1, dtype=np.int64)
+    row_of_line = np.full(lines + 1, -1, dtype=np.int32)
     row_of_line[sessions["line"].to_numpy()[sessions["served"].to_numpy()]] = np.flatnonzero(sessions["served"])
-    srow = row_of_line[words.line]
+    srow = row_of_line[words.line].astype(np.int32)
     keep = srow >= 0
     cols = {"lag_ms": words.lag_ms, "end_lag_ms": words.end_lag_ms, "t": words.t, "srow": srow}
     if not keep.all():

@@ -72,7 +72,10 @@ def latency_cdfs(values: dict[str, dict[str, tuple[Curve, int]]], out_dir: Path)
     return _save(fig, out_dir, "latency_cdf.png")
 
 
-def timeseries(ts: TimeSeries, out_dir: Path) -> str:
+PHASE_COLOURS = {"ramp": "C1", "drain": "C7"}  # shaded on every panel; the steady state is left clear
+
+
+def timeseries(ts: TimeSeries, out_dir: Path, phases: dict[str, dict] | None = None) -> str:
     panels: list[tuple[str, pd.DataFrame | pd.Series]] = [
         ("active streams", ts.active),
         ("first word (ms) by session start", ts.first_word),
@@ -94,7 +97,12 @@ def timeseries(ts: TimeSeries, out_dir: Path) -> str:
             ax.legend(fontsize=7, loc="upper left")
         ax.set_title(title, fontsize=10, loc="left")
         ax.grid(alpha=0.3)
-    axes[-1].set_xlabel(f"seconds since start (bins of {ts.bin_s:g} s)")
+        for name, p in (phases or {}).items():
+            if name in PHASE_COLOURS:
+                ax.axvspan(p["start"] - ts.start, p["end"] - ts.start, color=PHASE_COLOURS[name], alpha=0.08, lw=0)
+    shaded = [n for n in PHASE_COLOURS if n in (phases or {})]
+    phase_note = f"; shaded: {', '.join(shaded)} (the headline figures are the steady state's)" if shaded else ""
+    axes[-1].set_xlabel(f"seconds since start (bins of {ts.bin_s:g} s){phase_note}")
     return _save(fig, out_dir, "timeseries.png")
 
 

@@ -16,11 +16,11 @@ import pandas as pd
 from .. import runlog
 from ..metrics import NOT_ERRORS, summarize
 from . import wer
-from .load import RunData
+from .load import RunData, window
+from .phases import GENERATOR_LAG_LIMIT_MS, Phase, phases_of, settle_of
 from .schema import (GPU_FIELDS, OUTCOMES, SCHEMA_VERSION, SEND_LAG_METRIC, SESSION_METRICS, TARGETS,
                      WER_BY_SAMPLE, WER_SESSIONS_METRIC, WORD_METRICS)
 
-SEND_LAG_LIMIT_MS = 10.0  # above this p99 the generator, not the server, set the pace (docs/metrics.md)
 RUN_KEYS = ("run_id", "target", "targets", "users", "spawn_rate", "speed", "shape", "started_at", "ended_at",
             "command", "generator_host", "yapbench_version")
 
@@ -37,7 +37,7 @@ def summarize_data(run: RunData) -> dict:
     summary[SEND_LAG_METRIC] = run.send_lag.stats()
     summary["estimates"] = [] if run.send_lag.exact else [SEND_LAG_METRIC]
     p99 = summary[SEND_LAG_METRIC].get("p99")
-    summary["generator_overloaded"] = p99 is not None and p99 > SEND_LAG_LIMIT_MS
+    summary["generator_overloaded"] = p99 is not None and p99 > GENERATOR_LAG_LIMIT_MS
     if len(run.targets) > 1:
         codes, names = pd.factorize(sessions["target"])
         word_codes = codes[words["srow"].to_numpy()]
@@ -127,3 +127,53 @@ def _wer_notes(sessions: pd.DataFrame, meta: dict) -> list[str]:
         return []
     return [f"WER skipped for {len(missing)} sample(s) without a reference transcript in run.json: "
             + ", ".join(missing)]
+
+
+def summarize_phases(run: RunData, settle_s: float | None = None) -> dict:
+    """summary.json: the steady state's figures at the top level, every phase's under `phases`, and the whole
+    run's session count and outcomes under `whole_run` (every session is accounted for)."""
+    settle = settle_of(run.meta, settle_s)
+    phases = phases_of(run, settle)
+    steady = next((p for p in phases if p.name == "steady"), None)
+    if steady is None or steady.end <= steady.start:
+        summary = summarize_data(run)
+        summary["phases"] = {}
+        if steady is not None:
+            summary["notes"].append(f"no steady state: the run stopped within {settle:g} s of its last user "
+                                    "starting; the figures cover the whole run")
+    else:
+        summary = summarize_data(window(run, steady.start, steady.end))
+        summary["phases"] = {p.name: _phase(run, p) for p in phases}
+        summary["notes"] += _lag_notes(summary["phases"])
+    summary["whole_run"] = _whole_run(run)
+    summary["window"]["settle_s"] = settle
+    summary["window"]["steady_state"] = steady is not None and steady.end > steady.start
+    return summary
+
+
+def _whole_run(run: RunData) -> dict:
+    counts = run.sessions["outcome"].value_counts()
+    return {"start": run.start, "end": run.end, "duration_s": run.duration_s, "sessions": len(run.sessions),
+            "outcomes": {str(k): int(v) for k, v in counts.items() if v}}
+
+
+def _phase(run: RunData, phase: Phase) -> dict:
+    part = window(run, phase.start, phase.end)
+    s = summarize_data(part)
+    lag = part.send_lag
+    late = lag.late(GENERATOR_LAG_LIMIT_MS)
+    return {
+        "start": phase.start, "end": phase.end, "duration_s": s["duration_s"], "sessions": s["sessions"],
+        "outcomes": s["outcomes"], "ok_rate": s["ok_rate"], "error_rate": s["error_rate"],
+        "first_word": s["first_word"], "word_lag": s["word_lag"], "send_lag": s["send_lag"],
+        "frames": lag.size, "late_frames": late, "late_share": late / lag.size if lag.size else None,
+        "generator_overloaded": s["generator_overloaded"],
+    }
+
+
+def _lag_notes(phases: dict[str, dict]) -> list[str]:
+    return [f"generator lagged in the {name}: {p['late_share']:.1%} of its {p['frames']:,} frames were sent more "
+            f"than {GENERATOR_LAG_LIMIT_MS:g} ms late (send lag p99 {p['send_lag']['p99']:.1f} ms)"
+            + (": the headline figures, from the steady state, measured the generator" if name == "steady" else
+               ": outside the steady state, so not in the headline figures")
+            for name, p in phases.items() if p["generator_overloaded"]]

@@ -32,6 +32,8 @@ class Spec:
     failed: float = 0.02  # fraction ending in disconnected / no_ready / connect_failed / cancelled
     word_error: float = 0.05  # chance a word is substituted
     send_lag_ms: float = 1.0  # scale of the generator's send lag
+    ramp_s: float = 0.0  # > 0: run.json records the last user starting then, and the load stopping at 80 %
+    ramp_send_lag_ms: float = 1.0  # scale of the send lag of frames sent during the ramp
     gpu: bool = True
     server_poll: bool = True
     seed: int = 1
@@ -48,6 +50,8 @@ def make_run(run_dir: str | Path, spec: Spec = Spec()) -> Path:
                     for n, t in spec.samples.items()},
         "users": 50, "spawn_rate": 5, "speed": 1.0, "shape": "", "started_at": t0,
         "ended_at": t0 + spec.duration_s, "command": "synthetic", "yapbench_version": "test",
+        **({"spawning_complete_at": t0 + spec.ramp_s, "stopping_at": t0 + 0.8 * spec.duration_s} if spec.ramp_s
+           else {}),
     })
     names = list(spec.samples)
     batch = []
@@ -88,7 +92,8 @@ def _session(rng: np.random.Generator, spec: Spec, i: int, t0: float, names: lis
     frames = int(audio_s / FRAME_S)
     t_first = started + (res.connect_ms + res.ready_ms) / 1000.0
     res.send_times = t_first + np.arange(frames) * FRAME_S
-    res.send_lag_ms = rng.exponential(spec.send_lag_ms, frames).astype(np.float32)
+    scale = np.where(res.send_times < t0 + spec.ramp_s, spec.ramp_send_lag_ms, spec.send_lag_ms)
+    res.send_lag_ms = (rng.exponential(1.0, frames) * scale).astype(np.float32)
     res.first_response_ms = float(80 + rng.gamma(2.0, 5.0))
     res.backlog_max_ms = float(80 + rng.gamma(2.0, 20.0))
     lag = float(400 + rng.gamma(3.0, 30.0))

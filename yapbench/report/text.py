@@ -7,7 +7,14 @@ HEADLINE_METRICS = ("first_word", "word_lag", "finalize", "backlog_max", "send_l
 
 def headline(summary: dict) -> str:
     outcomes = ", ".join(f"{o} {c}" for o, c in summary["outcomes"].items() if c) or "none"
-    lines = [
+    whole = summary.get("whole_run")
+    lines = []
+    if summary.get("phases") and whole:
+        everything = ", ".join(f"{o} {c}" for o, c in whole["outcomes"].items()) or "none"
+        lines.append(f"whole run: sessions {whole['sessions']} in {whole['duration_s']:.1f} s: {everything}")
+        lines.append(f"steady state (from {summary['window']['settle_s']:g} s after the last user started; "
+                     "ramp and drain in the report):")
+    lines += [
         f"sessions {summary['sessions']} in {summary['duration_s']:.1f} s: {outcomes}",
         f"rejection rate {_pct(summary['rejection_rate'])}, error rate {_pct(summary['error_rate'])}, "
         f"WER {'n/a' if summary['wer'] is None else format(summary['wer'], '.4f')}",
@@ -19,6 +26,8 @@ def headline(summary: dict) -> str:
             lines.append(f"{m:<14}{s['count']:>10}" + "".join(f"{s[k]:>10.1f}" for k in ("p50", "p95", "p99", "max")))
     if summary.get("generator_overloaded"):
         lines.append("WARNING: generator send lag p99 > 10 ms: this run measured the generator, not the server")
+    if summary.get("estimates"):
+        lines.append(f"(estimates within 1 %: {', '.join(summary['estimates'])})")
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ MAX_BINS = 300  # enough to see a ramp, few enough that each bin holds a percent
 @dataclass
 class TimeSeries:
     bin_s: float  # width of one bin, seconds
+    start: float  # epoch seconds of time 0
     active: pd.DataFrame  # index: seconds since start; active (served sessions open), used_slots when polled
     first_word: pd.DataFrame  # p50, p95 of sessions by start time
     word_lag: pd.DataFrame  # p50, p95, p99 of words by arrival time (estimates within 1 %)
@@ -50,6 +51,7 @@ def build(run: RunData) -> TimeSeries:
         gpu = run.gpu.assign(t=run.gpu["t"] - run.start)[["t", "gpu", "util_pct", "mem_used_mib", "power_w"]]
     return TimeSeries(
         bin_s=bin_s,
+        start=run.start,
         active=active,
         first_word=_quantiles(served["started_at"].to_numpy() - run.start, served["first_word_ms"], bin_s,
                               {"p50": 0.5, "p95": 0.95}),
