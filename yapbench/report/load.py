@@ -54,7 +54,9 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
         raise UserError(f"run directory {d}: no {runlog.SESSIONS} (not a run directory, or the run never started)")
     try:
         meta = runlog.read_meta(d)
-        all_sessions = _sessions_frame(runlog.iter_session_records(d))
+        legacy = not (d / runlog.WORDS).exists() and (d / runlog.WORDS_CSV).exists()  # words name their session
+        columns = SESSION_COLUMNS + (("session_id",) if legacy else ())
+        all_sessions = _sessions_frame(runlog.iter_session_columns(d, columns), columns)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"run directory {d}: {exc}") from None
     if runlog.schema_of(meta) > runlog.SCHEMA_VERSION:
@@ -67,7 +69,8 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
     if since is not None or until is not None:
         sessions = sessions[(sessions["started_at"] >= lo) & (sessions["started_at"] < hi)].reset_index(drop=True)
     try:
-        words = runlog.read_words(d, all_sessions["session_id"].to_numpy(), all_sessions["started_at"].to_numpy())
+        words = runlog.read_words(d, all_sessions["session_id"].to_numpy() if legacy else [],
+                                  all_sessions["started_at"].to_numpy())
     except ValueError as exc:
         raise UserError(str(exc)) from None
     send_lag = SendLag.read(d, meta)
@@ -105,39 +108,29 @@ def window(run: RunData, lo: float, hi: float) -> RunData:
                    notes=run.notes)
 
 
-CATEGORIES = ("worker", "target", "sample", "outcome", "transcript")  # few distinct values, millions of rows
-NUMERIC = ("started_at", "ended_at", "audio_s", "connect_ms", "ready_ms", "first_response_ms", "first_word_ms",
-           "finalize_ms", "backlog_max_ms", "words")
+# The sessions.jsonl columns the report reads. Repeated strings become categoricals: millions of rows, few values.
+SESSION_COLUMNS = ("target", "sample", "outcome", "transcript", "started_at", "ended_at", "audio_s", "connect_ms",
+                   "ready_ms", "first_response_ms", "first_word_ms", "finalize_ms", "backlog_max_ms", "words")
+CATEGORIES = ("target", "sample", "outcome", "transcript")
 
 
-def _sessions_frame(chunks: Iterable[list[dict]]) -> pd.DataFrame:
-    """One row per session line. Decoded chunk by chunk, repeated strings turned into categoricals per chunk, so
-    millions of sessions never exist as Python dicts all at once."""
-    frames = []
-    for records in chunks:
-        df = pd.DataFrame.from_records(records)
-        for col in CATEGORIES:
-            if col in df:
-                df[col] = df[col].astype("category")
-        frames.append(df)
-    if not frames:
-        df = pd.DataFrame(columns=["session_id", "target", "sample", "outcome", "started_at", "ended_at",
-                                   "audio_s", "transcript"])
-    elif len(frames) == 1:
-        df = frames[0]
-    else:
-        cats = {c: union_categoricals([f[c] for f in frames if c in f]).categories
-                for c in CATEGORIES if all(c in f for f in frames)}
-        for f in frames:
-            for c, categories in cats.items():
-                f[c] = f[c].cat.set_categories(categories)
-        df = pd.concat(frames, ignore_index=True)
-    # Columns that a writer could leave all-null still need a float dtype for the numeric code downstream.
-    for col in NUMERIC:
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64") if col in df else np.nan
+def _sessions_frame(chunks: Iterable[list[tuple]], columns: tuple[str, ...]) -> pd.DataFrame:
+    """One row per session line, decoded chunk by chunk into columns."""
+    parts: dict[str, list] = {c: [] for c in columns}
+    for values in chunks:
+        for c, v in zip(columns, values):
+            parts[c].append(pd.Categorical(v) if c in CATEGORIES else
+                            np.array(v, dtype=object) if c == "session_id" else np.array(v, dtype=np.float64))
+    df = pd.DataFrame({c: _concat(c, p) for c, p in parts.items()}, copy=False)
     df["served"] = ~df["outcome"].isin(NOT_SERVED_NAMES)
     df["line"] = np.arange(len(df))  # its line in sessions.jsonl: how words refer to it
     return df
+
+
+def _concat(column: str, parts: list) -> pd.Categorical | np.ndarray:
+    if column in CATEGORIES:
+        return union_categoricals(parts) if parts else pd.Categorical([])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=object if column == "session_id" else np.float64)
 
 
 def _words_frame(words: runlog.Words, sessions: pd.DataFrame, lines: int) -> pd.DataFrame:

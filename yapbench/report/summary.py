@@ -10,6 +10,8 @@ The layout is flat enough that a dotted path names any number: `first_word.p95`,
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -26,7 +28,7 @@ RUN_KEYS = ("run_id", "target", "targets", "users", "spawn_rate", "speed", "shap
 
 
 def summarize_data(run: RunData) -> dict:
-    sessions = run.sessions.join(wer.score_sessions(run.sessions, wer.references(run.meta)))
+    sessions = with_wer(run).sessions
     words = run.words  # words of served sessions only (load.py)
     summary: dict = {
         "schema": SCHEMA_VERSION,
@@ -50,6 +52,13 @@ def summarize_data(run: RunData) -> dict:
                           **{f: stats(run.gpu[f].to_numpy(dtype=np.float64)) for f in GPU_FIELDS}}
     summary["notes"] = run.notes + _wer_notes(sessions, run.meta) + _estimate_notes(summary)
     return summary
+
+
+def with_wer(run: RunData) -> RunData:
+    """The run with each session's WER counts (scored once: the windows of a run share them)."""
+    if "wer_errors" in run.sessions:
+        return run
+    return replace(run, sessions=run.sessions.join(wer.score_sessions(run.sessions, wer.references(run.meta))))
 
 
 def stats(values: pd.Series | np.ndarray) -> dict:
@@ -133,6 +142,7 @@ def summarize_phases(run: RunData, settle_s: float | None = None) -> dict:
     """summary.json: the steady state's figures at the top level, every phase's under `phases`, and the whole
     run's session count and outcomes under `whole_run` (every session is accounted for)."""
     settle = settle_of(run.meta, settle_s)
+    run = with_wer(run)
     phases = phases_of(run, settle)
     steady = next((p for p in phases if p.name == "steady"), None)
     if steady is None or steady.end <= steady.start:

@@ -31,19 +31,23 @@ def normalise(text: str) -> str:
 
 def score_sessions(sessions: pd.DataFrame, references: dict[str, str]) -> pd.DataFrame:
     """Per session: `wer_errors` (S+D+I) and `wer_ref_words`, NaN where the session is not scored."""
-    out = pd.DataFrame({"wer_errors": np.nan, "wer_ref_words": np.nan}, index=sessions.index)
-    ref = sessions["sample"].astype(object).map(references)
-    scored = (sessions["outcome"] == "ok") & ref.notna() & (ref.fillna("") != "")
-    if not scored.any():
-        return out
-    pairs = pd.DataFrame({"ref": ref[scored], "hyp": sessions.loc[scored, "transcript"].astype(object).fillna("").astype(str)})
-    unique = pairs.drop_duplicates()
-    counts = [_count(r, h) for r, h in zip(unique["ref"], unique["hyp"])]
-    unique = unique.assign(wer_errors=[c[0] for c in counts], wer_ref_words=[c[1] for c in counts])
-    merged = pairs.merge(unique, on=["ref", "hyp"], how="left")
-    out.loc[scored, "wer_errors"] = merged["wer_errors"].to_numpy()
-    out.loc[scored, "wer_ref_words"] = merged["wer_ref_words"].to_numpy()
-    return out
+    errors = np.full(len(sessions), np.nan)
+    ref_words = np.full(len(sessions), np.nan)
+    # Work on codes (samples and transcripts repeat): one alignment per distinct pair, no per-session Python.
+    s_codes, samples = pd.factorize(sessions["sample"])
+    h_codes, hyps = pd.factorize(sessions["transcript"])
+    refs = [references.get(str(name), "") for name in samples]
+    has_ref = np.array([bool(r.strip()) for r in refs] + [False])  # the last entry: no sample (code -1)
+    scored = (sessions["outcome"] == "ok").to_numpy() & has_ref[s_codes]
+    if scored.any():
+        width = len(hyps) + 1  # transcript code + 1, so that a missing transcript (-1) is pair 0
+        pairs, inverse = np.unique(s_codes[scored].astype(np.int64) * width + h_codes[scored] + 1,
+                                   return_inverse=True)
+        counts = np.array([_count(refs[p // width], "" if p % width == 0 else str(hyps[p % width - 1]))
+                           for p in pairs.tolist()], dtype=np.float64).reshape(-1, 2)
+        errors[scored] = counts[inverse, 0]
+        ref_words[scored] = counts[inverse, 1]
+    return pd.DataFrame({"wer_errors": errors, "wer_ref_words": ref_words}, index=sessions.index)
 
 
 def _count(reference: str, hypothesis: str) -> tuple[int, int]:
