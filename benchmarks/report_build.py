@@ -30,7 +30,8 @@ import json, resource, sys, time
 from yapbench.report import build_report, summarize_run
 t = time.perf_counter()
 s = (summarize_run if sys.argv[2] == "summary" else build_report)(sys.argv[1])
-print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": time.perf_counter() - t, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": ru.ru_maxrss / 1024,
                   "words": s["word_lag"]["count"], "sessions": s["sessions"], "send_lags": s["send_lag"]["count"]}))
 """
 
@@ -146,13 +147,15 @@ def main() -> int:
                              text=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(r)
-        print(f"run {i + 1}: {r['seconds']:.2f} s, peak RSS {r['peak_rss_mib']:.0f} MiB", file=sys.stderr)
+        print(f"run {i + 1}: {r['seconds']:.2f} s ({r['cpu_s']:.1f} s CPU, imports included), peak RSS "
+              f"{r['peak_rss_mib']:.0f} MiB", file=sys.stderr)
     secs = statistics.median(r["seconds"] for r in results)
     rss = statistics.median(r["peak_rss_mib"] for r in results)
     print(json.dumps({
         "mode": mode, "run_dir_mib": round(sum(f.stat().st_size for f in args.dir.iterdir()) / 2**20), "machine": f"{platform.node()} {platform.machine()} {_cpus()} CPUs, Python {platform.python_version()}",
         "words": results[0]["words"], "sessions": results[0]["sessions"], "send_lags": results[0]["send_lags"],
         "runs": [round(r["seconds"], 2) for r in results], "median_s": round(secs, 2), "median_peak_rss_mib": round(rss),
+        "median_cpu_s": round(statistics.median(r["cpu_s"] for r in results), 2),
     }, indent=2))
     return 0
 
