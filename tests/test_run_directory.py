@@ -113,3 +113,22 @@ def test_histogram_buckets_are_within_one_percent(value: float, bucket_value: fl
         assert abs(loghist.VALUES[k] / value - 1) <= loghist.RELATIVE_ERROR + 1e-12
     if value == 10.0:  # 10 ms is an edge: "later than 10 ms" is an exact count
         assert loghist.EDGES[k - 1] == pytest.approx(10.0, rel=1e-12)
+
+
+def test_sessions_read_in_blocks_and_in_parallel_give_the_same_summary(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large sessions.jsonl files are cut into blocks of whole lines, decoded by a pool of processes."""
+    from yapbench.report import summarize_run
+
+    run = make_run(tmp_path / "run", Spec(sessions=300, targets=("ws://a:1", "ws://b:2"), seed=12))
+    with open(run / runlog.SESSIONS, "a") as f:
+        f.write('{"session_id": "torn", "outc')
+    whole = summarize_run(run)
+    monkeypatch.setattr(runlog, "SESSION_CHUNK_BYTES", 4096)
+    blocks = runlog.session_blocks(run)
+    assert len(blocks) > 20 and blocks[0][0] == 0
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    data = (run / runlog.SESSIONS).read_bytes()
+    assert blocks[-1][1] == data.rfind(b"\n") + 1 and all(data[e - 1:e] == b"\n" for _, e in blocks)
+    assert len(runlog.read_session_records(run)) == 300
+    assert summarize_run(run) == whole

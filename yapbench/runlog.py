@@ -238,34 +238,12 @@ SESSION_CHUNK_BYTES = 64 << 20  # decoded at a time (~80,000 lines): bounds the 
 def iter_session_records(run_dir: str | Path) -> Iterator[list[dict]]:
     """Complete session lines in chunks of dicts, in file order; a torn last line (the writer was killed mid-line)
     is skipped. Decoded by msgspec, about four times faster than the json module: a one-hour run has millions."""
-    return _iter_line_chunks(Path(run_dir) / SESSIONS, msgspec.json.Decoder(list[dict]))
-
-
-def _iter_line_chunks(path: Path, decoder: msgspec.json.Decoder, chunk_bytes: int = SESSION_CHUNK_BYTES
-                      ) -> Iterator[list]:
-    """Blocks of whole lines, each decoded as one JSON array (the newlines become commas: one C call per block)."""
-    done = 0
+    path = Path(run_dir) / SESSIONS
+    decoder = msgspec.json.Decoder(list[dict])
     with open(path, "rb") as f:
-        rest = b""
-        while True:
-            block = f.read(chunk_bytes)
-            data = rest + block
-            cut = data.rfind(b"\n") + 1  # at the end, a line without its newline is torn: never decoded
-            lines, rest = data[:cut], data[cut:]
-            if lines:
-                n = lines.count(b"\n")
-                try:
-                    yield decoder.decode(b"[" + lines[:-1].replace(b"\n", b",") + b"]")
-                except msgspec.DecodeError as exc:
-                    for i, line in enumerate(lines.splitlines()):  # the slow path, only to name the line
-                        try:
-                            json.loads(line)
-                        except json.JSONDecodeError as bad:
-                            raise ValueError(f"{path} line {done + i + 1}: not valid JSON ({bad})") from None
-                    raise ValueError(f"{path} lines {done + 1}-{done + n}: {exc}") from None
-                done += n
-            if not block:
-                return
+        for start, end in session_blocks(run_dir):
+            f.seek(start)
+            yield _decode_lines(path, f.read(end - start), decoder, start)
 
 
 def read_session_records(run_dir: str | Path) -> list[dict]:
@@ -273,12 +251,48 @@ def read_session_records(run_dir: str | Path) -> list[dict]:
     return [r for chunk in iter_session_records(run_dir) for r in chunk]
 
 
-def iter_session_columns(run_dir: str | Path, columns: Sequence[str]) -> Iterator[list[tuple]]:
-    """Chunks of complete session lines as one list of values per column (None where absent or null): decoded
-    straight into these columns, without a dict per line, for readers of millions of sessions."""
+def session_blocks(run_dir: str | Path, block_bytes: int | None = None) -> list[tuple[int, int]]:
+    """Byte ranges of sessions.jsonl, each whole lines, together every complete line (a torn last one is not)."""
+    block_bytes = block_bytes or SESSION_CHUNK_BYTES
+    path = Path(run_dir) / SESSIONS
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(size - (1 << 20), 0))
+        tail = f.read()
+        end = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        starts = [0]
+        while starts[-1] + block_bytes < end:
+            f.seek(starts[-1] + block_bytes)
+            f.readline()
+            starts.append(min(f.tell(), end))
+    return [(a, b) for a, b in zip(starts, starts[1:] + [end]) if b > a]
+
+
+def decode_session_block(run_dir: str | Path, start: int, end: int, columns: Sequence[str]) -> list[list]:
+    """One block of session_blocks as one list of values per column (None where absent or null): decoded straight
+    into these columns, without a dict per line, for readers of millions of sessions."""
+    path = Path(run_dir) / SESSIONS
     struct = msgspec.defstruct("SessionColumns", [(c, SESSION_TYPES[c] | None, None) for c in columns])
-    for chunk in _iter_line_chunks(Path(run_dir) / SESSIONS, msgspec.json.Decoder(list[struct])):
-        yield list(zip(*map(msgspec.structs.astuple, chunk))) if chunk else [[] for _ in columns]
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    records = _decode_lines(path, data, msgspec.json.Decoder(list[struct]), start)
+    return [list(c) for c in zip(*map(msgspec.structs.astuple, records))] if records else [[] for _ in columns]
+
+
+def _decode_lines(path: Path, lines: bytes, decoder: msgspec.json.Decoder, offset: int) -> list:
+    """Whole lines decoded as one JSON array (the newlines become commas: one C call); errors name the line."""
+    try:
+        return decoder.decode(b"[" + lines[:-1].replace(b"\n", b",") + b"]")
+    except msgspec.DecodeError as exc:
+        with open(path, "rb") as f:
+            before = f.read(offset).count(b"\n")
+        for i, line in enumerate(lines.splitlines()):  # the slow path, only to name the line
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as bad:
+                raise ValueError(f"{path} line {before + i + 1}: not valid JSON ({bad})") from None
+        raise ValueError(f"{path} after line {before}: {exc}") from None
 
 
 def _read_records(path: Path, dtype: np.dtype) -> np.ndarray:

@@ -33,15 +33,17 @@ Curve = tuple[np.ndarray, np.ndarray]  # x, fraction <= x
 
 def latency_values(run: RunData) -> dict[str, dict[str, Curve]]:
     """metric -> label (target, or "all") -> (CDF curve, number of values) of served sessions."""
-    served = run.sessions[run.sessions["served"]]
+    served_mask = run.sessions["served"].to_numpy()
+    served = run.sessions[served_mask]
     fleet = len(run.targets) > 1
-    targets = run.sessions["target"].to_numpy()
-    word_targets = targets[run.words["srow"].to_numpy()]
+    codes, names = pd.factorize(run.sessions["target"])  # integers: tens of millions of words compare cheaply
+    word_codes = codes[run.words["srow"].to_numpy()]
     out: dict[str, dict[str, tuple[Curve, int]]] = {}
     for key, col in {**SESSION_METRICS, **WORD_METRICS}.items():
-        frame, tgt = (served, served["target"].to_numpy()) if key in SESSION_METRICS else (run.words, word_targets)
+        frame, tgt = (served, codes[served_mask]) if key in SESSION_METRICS else (run.words, word_codes)
         values = frame[col].to_numpy()
-        groups = {t: values[tgt == t] for t in run.targets} if fleet else {"all": values}
+        groups = {str(names[i]): values[tgt == i] for i in np.argsort(names.astype(str))} if fleet \
+            else {"all": values}
         groups = {k: v[~np.isnan(v)] for k, v in groups.items()}
         if any(v.size for v in groups.values()):
             out[key] = {k: (sample_cdf(v, CDF_POINTS), v.size) for k, v in groups.items() if v.size}
