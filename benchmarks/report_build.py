@@ -30,8 +30,9 @@ import json, resource, sys, time
 from yapbench.report import build_report, summarize_run
 t = time.perf_counter()
 s = (summarize_run if sys.argv[2] == "summary" else build_report)(sys.argv[1])
-ru = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"seconds": time.perf_counter() - t, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": ru.ru_maxrss / 1024,
+ru, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"seconds": time.perf_counter() - t, "cpu_s": ru.ru_utime + ru.ru_stime + kids.ru_utime + kids.ru_stime,
+                  "peak_rss_mib": ru.ru_maxrss / 1024, "worker_peak_rss_mib": kids.ru_maxrss / 1024,
                   "words": s["word_lag"]["count"], "sessions": s["sessions"], "send_lags": s["send_lag"]["count"]}))
 """
 
@@ -147,8 +148,9 @@ def main() -> int:
                              text=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(r)
-        print(f"run {i + 1}: {r['seconds']:.2f} s ({r['cpu_s']:.1f} s CPU, imports included), peak RSS "
-              f"{r['peak_rss_mib']:.0f} MiB", file=sys.stderr)
+        print(f"run {i + 1}: {r['seconds']:.2f} s ({r['cpu_s']:.1f} s CPU with the decoding workers, imports "
+              f"included), peak RSS {r['peak_rss_mib']:.0f} MiB (each worker: {r['worker_peak_rss_mib']:.0f} MiB)",
+              file=sys.stderr)
     secs = statistics.median(r["seconds"] for r in results)
     rss = statistics.median(r["peak_rss_mib"] for r in results)
     print(json.dumps({
@@ -156,6 +158,7 @@ def main() -> int:
         "words": results[0]["words"], "sessions": results[0]["sessions"], "send_lags": results[0]["send_lags"],
         "runs": [round(r["seconds"], 2) for r in results], "median_s": round(secs, 2), "median_peak_rss_mib": round(rss),
         "median_cpu_s": round(statistics.median(r["cpu_s"] for r in results), 2),
+        "worker_peak_rss_mib": round(max(r["worker_peak_rss_mib"] for r in results)),
     }, indent=2))
     return 0
 
