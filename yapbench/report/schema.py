@@ -21,7 +21,7 @@ SESSION_METRICS: dict[str, str] = {
     "finalize": "finalize_ms",
     "backlog_max": "backlog_max_ms",
 }
-# Summary key -> words.csv column: one value per Word (per EndWord for end_lag).
+# Summary key -> words.bin column: one value per Word (per EndWord for end_lag).
 WORD_METRICS: dict[str, str] = {"word_lag": "lag_ms", "end_lag": "end_lag_ms"}
 SEND_LAG_METRIC = "send_lag"  # from send_lag.bin: one value per speech frame sent
 WER_SESSIONS_METRIC = "wer_sessions"  # distribution of per-session WER (a fraction, not milliseconds)
