@@ -322,33 +322,33 @@ class Words:
     """The columns of words the report uses, one entry per Word."""
 
     line: np.ndarray  # uint32: the session's line in sessions.jsonl
-    t: np.ndarray  # float64: epoch seconds of arrival
+    t: np.ndarray  # float32: arrival, seconds after the reader's t0 (a float64 epoch would need 720 MB more)
     lag_ms: np.ndarray  # float32
     end_lag_ms: np.ndarray  # float32, NaN without EndWord
 
 
 def _no_words() -> Words:
-    return Words(np.zeros(0, np.uint32), np.zeros(0), np.zeros(0, np.float32), np.zeros(0, np.float32))
+    return Words(np.zeros(0, np.uint32), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
 
 
 WORD_CHUNK = 4_000_000  # records read at a time: bounds the transient copy of the whole records (~110 MB)
 
 
-def read_words(run_dir: str | Path, session_ids: Sequence[str], started_at: np.ndarray) -> Words:
+def read_words(run_dir: str | Path, session_ids: Sequence[str], started_at: np.ndarray, t0: float = 0.0) -> Words:
     """Words of the sessions whose lines were read (`session_ids`/`started_at` indexed by line); words of a
     session whose line never came (killed mid-session) are dropped. Reads words.bin, or schema 1's words.csv."""
     d = Path(run_dir)
     if not (d / WORDS).exists() and (d / WORDS_CSV).exists():
-        return _read_words_csv(d / WORDS_CSV, session_ids)
+        return _read_words_csv(d / WORDS_CSV, session_ids, t0)
     path = d / WORDS
     total = path.stat().st_size // WORD_DTYPE.itemsize if path.exists() else 0
     if not total:
         return _no_words()
     line = np.empty(total, np.uint32)
-    t = np.empty(total, np.float64)
+    t = np.empty(total, np.float32)
     lag = np.empty(total, np.float32)
     end = np.empty(total, np.float32)
-    starts = np.asarray(started_at, dtype=np.float64)
+    starts = np.asarray(started_at, dtype=np.float64) - t0
     n = 0
     with open(path, "rb") as f:
         while n < total:
@@ -367,7 +367,7 @@ def read_words(run_dir: str | Path, session_ids: Sequence[str], started_at: np.n
     return Words(line[:n], t[:n], lag[:n], end[:n])
 
 
-def _read_words_csv(path: Path, session_ids: Sequence[str]) -> Words:
+def _read_words_csv(path: Path, session_ids: Sequence[str], t0: float) -> Words:
     import pandas as pd
 
     if path.stat().st_size == 0:
@@ -382,7 +382,8 @@ def _read_words_csv(path: Path, session_ids: Sequence[str]) -> Words:
     cat_lines = pd.Index(session_ids).get_indexer(raw["session_id"].cat.categories)
     line = np.where(codes >= 0, cat_lines[codes], -1)
     keep = line >= 0
-    return Words(line[keep].astype(np.uint32), raw["t"].to_numpy()[keep], raw["lag_ms"].to_numpy()[keep],
+    return Words(line[keep].astype(np.uint32), (raw["t"].to_numpy()[keep] - t0).astype(np.float32),
+                 raw["lag_ms"].to_numpy()[keep],
                  raw["end_lag_ms"].to_numpy()[keep])
 
 

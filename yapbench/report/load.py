@@ -30,7 +30,7 @@ class RunData:
     dir: Path
     meta: dict
     sessions: pd.DataFrame  # one row per sessions.jsonl record, plus `served`
-    words: pd.DataFrame  # lag_ms, end_lag_ms (float32), t, srow (row of its session in `sessions`)
+    words: pd.DataFrame  # lag_ms, end_lag_ms, t (float32, seconds after `start`), srow (its session's row)
     send_lag: SendLag
     gpu: pd.DataFrame | None
     server: pd.DataFrame | None
@@ -71,15 +71,15 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
     sessions = all_sessions
     if since is not None or until is not None:
         sessions = sessions[(sessions["started_at"] >= lo) & (sessions["started_at"] < hi)].reset_index(drop=True)
+    start, end = _span(meta, sessions, lo, hi)
     try:
         words = runlog.read_words(d, all_sessions["session_id"].to_numpy() if legacy else [],
-                                  all_sessions["started_at"].to_numpy())
+                                  all_sessions["started_at"].to_numpy(), t0=start)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     send_lag = SendLag.read(d, meta)
     if since is not None or until is not None:
         send_lag = send_lag.window(lo, hi)
-    start, end = _span(meta, sessions, lo, hi)
     return RunData(
         dir=d,
         meta=meta,

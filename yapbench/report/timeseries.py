@@ -55,7 +55,7 @@ def build(run: RunData) -> TimeSeries:
         active=active,
         first_word=_quantiles(served["started_at"].to_numpy() - run.start, served["first_word_ms"], bin_s,
                               {"p50": 0.5, "p95": 0.95}),
-        word_lag=binned_quantiles(run.words["t"].to_numpy() - run.start, loghist.bucket_of(run.words["lag_ms"]),
+        word_lag=binned_quantiles(run.words["t"].to_numpy(), loghist.bucket_of(run.words["lag_ms"]),
                                   bin_s, {"p50": 0.5, "p95": 0.95, "p99": 0.99}),
         backlog=_quantiles(served["ended_at"].to_numpy() - run.start, served["backlog_max_ms"], bin_s,
                            {"p50": 0.5, "p95": 0.95, "max": 1.0}),
