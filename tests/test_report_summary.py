@@ -12,7 +12,7 @@ import pytest
 from yapbench.errors import UserError
 from yapbench.report import summarize_run
 from yapbench.report.synthetic import Spec, make_run
-from yapbench.runlog import SEND_LAG_DTYPE, WORD_CSV_COLUMNS, WORD_DTYPE
+from yapbench.runlog import SEND_LAG_DTYPE, SESSION_BIN_DTYPE, WORD_CSV_COLUMNS, WORD_DTYPE
 
 NOT_SERVED = {"rejected", "auth_failed", "connect_failed"}
 
@@ -120,6 +120,10 @@ def test_torn_last_lines_are_tolerated(tmp_path: Path) -> None:
         f.write('{"session_id": "s9999999", "outcome": "o')
     with open(run / "send_lag.bin", "ab") as f:
         f.write(b"\x00" * 5)
+    torn = np.zeros(1, dtype=SESSION_BIN_DTYPE)  # the torn line's numbers were written: its line is not whole
+    torn["offset"], torn["length"] = (run / "sessions.jsonl").stat().st_size - 40, 400
+    with open(run / "sessions.bin", "ab") as f:
+        f.write(torn.tobytes() + b"\x00" * 9)
     after = summarize_run(run)
     assert after["sessions"] == before["sessions"]
     assert after["word_lag"] == before["word_lag"]
@@ -137,8 +141,8 @@ def test_schema_1_run_directory_still_loads(tmp_path: Path) -> None:
         for w in words:  # text and recv_ms are not read; float32 values round-trip through repr
             writer.writerow((w["session_id"], w["idx"], "word", "", "", "", np.float32(w["lag_ms"]),
                              "" if w["end_lag_ms"] is None else np.float32(w["end_lag_ms"]), repr(w["t"])))
-    (run / "words.bin").unlink()
-    (run / "send_lag_hist.bin").unlink()
+    for name in ("words.bin", "sessions.bin", "send_lag_hist.bin"):
+        (run / name).unlink()
     meta = json.loads((run / "run.json").read_text())
     del meta["schema"]
     (run / "run.json").write_text(json.dumps(meta))
@@ -198,7 +202,20 @@ def test_missing_run_dir_is_a_user_error(tmp_path: Path) -> None:
 def test_corrupt_session_line_is_named(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", Spec(sessions=20, seed=2))
     lines = (run / "sessions.jsonl").read_text().splitlines(keepends=True)
-    lines[6] = '{"session_id": "s6", "outcome": \n'
+    lines[0] = '{"session_id": "s0", "outcome": \n'
+    (run / "sessions.jsonl").write_text("".join(lines))
+    with pytest.raises(UserError, match=r"sessions.jsonl line 1 \(byte 0\) does not match sessions.bin"):
+        summarize_run(run)
+    (run / "sessions.bin").unlink()  # without it (schema 1, or removed) every line is decoded
+    lines[0], lines[6] = lines[6], '{"session_id": "s6", "outcome": \n'
     (run / "sessions.jsonl").write_text("".join(lines))
     with pytest.raises(UserError, match=r"sessions.jsonl line 7: not valid JSON"):
         summarize_run(run)
+
+
+def test_sessions_bin_and_the_json_lines_give_the_same_summary(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", Spec(sessions=200, targets=("ws://a:1", "ws://b:2"), rejected=0.1,
+                                          failed=0.1, seed=13))
+    fast = summarize_run(run)
+    (run / "sessions.bin").unlink()
+    assert summarize_run(run) == fast

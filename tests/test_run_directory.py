@@ -32,6 +32,7 @@ def doc_sections() -> dict[str, list[list[str]]]:
 
 COLUMNS = {
     runlog.SESSIONS: runlog.SESSION_COLUMNS,
+    runlog.SESSIONS_BIN: runlog.SESSION_BIN_DTYPE.names,
     runlog.WORDS: runlog.WORD_DTYPE.names,
     runlog.SEND_LAG: runlog.SEND_LAG_DTYPE.names,
     runlog.SEND_LAG_HIST: runlog.SEND_LAG_HIST_DTYPE.names,
@@ -39,7 +40,7 @@ COLUMNS = {
     runlog.SERVER: runlog.SERVER_COLUMNS,
     runlog.WORDS_CSV: runlog.WORD_CSV_COLUMNS,
 }
-BINARY = {runlog.WORDS: runlog.WORD_DTYPE, runlog.SEND_LAG: runlog.SEND_LAG_DTYPE,
+BINARY = {runlog.SESSIONS_BIN: runlog.SESSION_BIN_DTYPE, runlog.WORDS: runlog.WORD_DTYPE, runlog.SEND_LAG: runlog.SEND_LAG_DTYPE,
           runlog.SEND_LAG_HIST: runlog.SEND_LAG_HIST_DTYPE}
 
 
@@ -80,6 +81,15 @@ def test_writer_output_follows_the_format(tmp_path: Path) -> None:
     assert per_session.tolist() == [json.loads(line)["words"] for line in lines]
     for w in words[:20]:  # the text is token idx of the transcript
         assert json.loads(lines[w["session"]])["transcript"].split()[w["idx"]]
+    numbers = np.fromfile(run / runlog.SESSIONS_BIN, dtype=runlog.SESSION_BIN_DTYPE)
+    data = (run / runlog.SESSIONS).read_bytes()
+    for n, line in zip(numbers, lines):  # each record points at its line and holds its numbers and hashes
+        record = json.loads(data[n["offset"]: n["offset"] + n["length"]])
+        assert record == json.loads(line)
+        assert n["started_at"] == record["started_at"] and n["words"] == record["words"]
+        assert n["outcome"] == runlog.string_hash(record["outcome"]) != 0
+        assert (n["first_word_ms"] == record["first_word_ms"]) or (np.isnan(n["first_word_ms"])
+                                                                   and record["first_word_ms"] is None)
     lags = np.fromfile(run / runlog.SEND_LAG, dtype=runlog.SEND_LAG_DTYPE)
     hist = np.fromfile(run / runlog.SEND_LAG_HIST, dtype=runlog.SEND_LAG_HIST_DTYPE)
     assert hist["count"].sum() == lags.size == sum(json.loads(line)["frames_sent"] for line in lines)

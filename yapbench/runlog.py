@@ -4,6 +4,7 @@ docs/run-directory.md documents this module (a test checks that the two agree). 
 
     run.json            what was run; rewritten at start and end; `schema` says which layout the files follow
     sessions.jsonl      one JSON object per finished session (SESSION_COLUMNS, SessionResult.record())
+    sessions.bin        the numbers of each session line, and hashes of its strings (SESSION_BIN_DTYPE)
     words.bin           one WORD_DTYPE record per Word, keyed by its session's line in sessions.jsonl
     send_lag.bin        one SEND_LAG_DTYPE record per speech frame sent, up to SEND_LAG_RAW_LIMIT frames
     send_lag_hist.bin   the same lags as a log-bucketed histogram per second (SEND_LAG_HIST_DTYPE, yapbench.loghist)
@@ -16,6 +17,7 @@ Everything is append-only and flushed per batch; readers tolerate a torn last re
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -36,6 +38,7 @@ SCHEMA_VERSION = 2
 
 RUN_META = "run.json"
 SESSIONS = "sessions.jsonl"
+SESSIONS_BIN = "sessions.bin"
 WORDS = "words.bin"
 WORDS_CSV = "words.csv"  # schema 1
 SEND_LAG = "send_lag.bin"
@@ -57,6 +60,24 @@ SESSION_TYPES: dict[str, type] = {
     "audio_s": float, "frames_planned": int, "frames_sent": int, "steps": int, "words": int,
     "send_lag_p50_ms": float, "send_lag_p99_ms": float, "send_lag_max_ms": float, "transcript": str,
 }
+# One record per session line, written just before it: what a reader of millions of sessions needs without
+# decoding JSON. Strings are 8-byte hashes (string_hash; 0 for null): the first line with a hash gives its text.
+SESSION_BIN_DTYPE = np.dtype([
+    ("offset", "<u8"), ("length", "<u4"), ("started_at", "<f8"), ("ended_at", "<f8"), ("audio_s", "<f8"),
+    ("connect_ms", "<f8"), ("ready_ms", "<f8"), ("first_response_ms", "<f8"), ("first_word_ms", "<f8"),
+    ("finalize_ms", "<f8"), ("backlog_max_ms", "<f8"), ("words", "<u4"), ("target", "<u8"), ("sample", "<u8"),
+    ("outcome", "<u8"), ("transcript", "<u8"),
+])
+SESSION_BIN_STRINGS = ("target", "sample", "outcome", "transcript")
+
+
+def string_hash(value: str | None) -> int:
+    """sessions.bin's hash of a string: the first 8 bytes of its BLAKE2b digest, little-endian; 0 for null."""
+    if value is None:
+        return 0
+    return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "little") or 1
+
+
 # A word's text is not stored: it is token `idx` of its session's transcript. stop_time/end_lag_ms are NaN
 # when no EndWord came. t: arrival, seconds after the session's started_at (float32 keeps 10 us over hours).
 WORD_DTYPE = np.dtype([("session", "<u4"), ("idx", "<u4"), ("t", "<f4"), ("start_time", "<f4"),
@@ -126,7 +147,8 @@ class RunLog:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.sessions_written = _complete_lines(self.dir / SESSIONS)  # words refer to sessions by line
-        self._sessions = open(self.dir / SESSIONS, "a", encoding="utf-8")
+        self._sessions = open(self.dir / SESSIONS, "ab")
+        self._sessions_bin = open(self.dir / SESSIONS_BIN, "ab")
         self._words = open(self.dir / WORDS, "ab")
         self._send_lag = open(self.dir / SEND_LAG, "ab")
         self._hist = open(self.dir / SEND_LAG_HIST, "ab")
@@ -155,7 +177,8 @@ class RunLog:
         items = list(batch)
         if not items:
             return
-        lines = "".join(json.dumps(record, separators=(",", ":")) + "\n" for record, _, _ in items)
+        lines = [(json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8") for record, _, _ in items]
+        numbers = session_numbers([record for record, _, _ in items], [len(line) for line in lines])
         words = np.frombuffer(b"".join(w for _, w, _ in items), dtype=WORD_DTYPE).copy()
         per_session = [len(w) // WORD_DTYPE.itemsize for _, w, _ in items]
         lags = b"".join(lag for _, _, lag in items)
@@ -166,7 +189,10 @@ class RunLog:
             self._words.write(words.tobytes())
             self._words.flush()
             self._append_lags(lags)
-            self._sessions.write(lines)
+            numbers["offset"] += self._sessions.tell()
+            self._sessions_bin.write(numbers.tobytes())
+            self._sessions_bin.flush()
+            self._sessions.write(b"".join(lines))
             self._sessions.flush()
             self.sessions_written += len(items)
 
@@ -205,9 +231,57 @@ class RunLog:
         with self._lock:
             if not self._hist.closed:
                 self._flush_hist()
-            for f in (self._sessions, self._words, self._send_lag, self._hist):
+            for f in (self._sessions, self._sessions_bin, self._words, self._send_lag, self._hist):
                 if not f.closed:
                     f.close()
+
+
+def session_numbers(records: list[dict], lengths: list[int]) -> np.ndarray:
+    """SESSION_BIN_DTYPE records of consecutive session lines (offsets from the first line's start)."""
+    out = np.zeros(len(records), dtype=SESSION_BIN_DTYPE)
+    out["length"] = lengths
+    out["offset"] = np.cumsum(lengths) - out["length"]
+    nan = float("nan")
+    for name in SESSION_BIN_DTYPE.names[2:]:
+        if name in SESSION_BIN_STRINGS:
+            out[name] = [string_hash(r.get(name)) for r in records]
+        else:
+            out[name] = [nan if r.get(name) is None else r[name] for r in records] if name != "words" else \
+                [r.get(name) or 0 for r in records]
+    return out
+
+
+def read_session_numbers(run_dir: str | Path) -> np.ndarray | None:
+    """sessions.bin's records of the complete session lines, None where the run has no sessions.bin."""
+    d = Path(run_dir)
+    if not (d / SESSIONS_BIN).exists():
+        return None
+    rec = _read_records(d / SESSIONS_BIN, SESSION_BIN_DTYPE)
+    size = (d / SESSIONS).stat().st_size
+    return rec[: int(np.searchsorted(rec["offset"] + rec["length"], size, side="right"))]
+
+
+def session_strings(run_dir: str | Path, numbers: np.ndarray, column: str) -> tuple[np.ndarray, list]:
+    """A string column of sessions.bin as (codes, categories): each distinct hash read once, from its first line."""
+    hashes = numbers[column]
+    uniq, first, codes = np.unique(hashes, return_index=True, return_inverse=True)
+    categories: list = []
+    with open(Path(run_dir) / SESSIONS, "rb") as f:
+        for h, i in zip(uniq.tolist(), first.tolist()):
+            if h == 0:
+                categories.append(None)
+                continue
+            f.seek(int(numbers["offset"][i]))
+            line = f.read(int(numbers["length"][i]))
+            try:
+                value = json.loads(line)[column]
+                if string_hash(value) != h:
+                    raise ValueError(f"{column} {value!r} does not have the hash recorded")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{SESSIONS} line {i + 1} (byte {int(numbers['offset'][i])}) does not match "
+                                 f"{SESSIONS_BIN} ({exc}): was sessions.jsonl edited?") from None
+            categories.append(value)
+    return codes.reshape(-1), categories
 
 
 def _complete_lines(path: Path) -> int:

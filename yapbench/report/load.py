@@ -59,7 +59,8 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
         meta = runlog.read_meta(d)
         legacy = not (d / runlog.WORDS).exists() and (d / runlog.WORDS_CSV).exists()  # words name their session
         columns = SESSION_COLUMNS + (("session_id",) if legacy else ())
-        all_sessions = _sessions_frame(d, columns)
+        numbers = None if legacy else runlog.read_session_numbers(d)
+        all_sessions = _sessions_frame(d, columns) if numbers is None else _sessions_from_numbers(d, numbers)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"run directory {d}: {exc}") from None
     if runlog.schema_of(meta) > runlog.SCHEMA_VERSION:
@@ -131,6 +132,25 @@ def _sessions_frame(run_dir: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     df = pd.DataFrame({c: _concat(c, [p[c] for p in parts]) for c in columns}, copy=False)
     df["served"] = ~df["outcome"].isin(NOT_SERVED_NAMES)
     df["line"] = np.arange(len(df))  # its line in sessions.jsonl: how words refer to it
+    return df
+
+
+def _sessions_from_numbers(run_dir: Path, numbers: np.ndarray) -> pd.DataFrame:
+    """The same frame from sessions.bin: numbers as they are, each distinct string read once from its first line."""
+    cols: dict = {}
+    for c in SESSION_COLUMNS:
+        if c in CATEGORIES:
+            codes, categories = runlog.session_strings(run_dir, numbers, c)
+            known = [i for i, v in enumerate(categories) if v is not None]
+            remap = np.full(len(categories), -1, dtype=np.int64)
+            remap[known] = np.arange(len(known))
+            cols[c] = pd.Categorical.from_codes(remap[codes] if len(codes) else codes,
+                                                categories=[categories[i] for i in known])
+        else:
+            cols[c] = numbers[c].astype(np.float64)
+    df = pd.DataFrame(cols, copy=False)
+    df["served"] = ~df["outcome"].isin(NOT_SERVED_NAMES)
+    df["line"] = np.arange(len(df))
     return df
 
 
