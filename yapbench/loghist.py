@@ -24,8 +24,21 @@ EDGES = LOW_MS * R ** np.arange(BUCKETS)  # EDGES[k] is bucket k+1's lower edge 
 VALUES = np.concatenate(([0.0], 2 * EDGES[:-1] * EDGES[1:] / (EDGES[:-1] + EDGES[1:])))
 
 
+CHUNK = 1 << 22  # values bucketed at a time: the float64 temporaries of 90 M values would need gigabytes
+
+
 def bucket_of(values_ms: np.ndarray) -> np.ndarray:
     """Bucket index (int16) of each value; NaN goes to bucket 0 (callers drop NaN first when it matters)."""
+    values = np.asarray(values_ms)
+    if values.size <= CHUNK:
+        return _bucket_of(values)
+    out = np.empty(values.shape, dtype=np.int16)
+    for lo in range(0, values.size, CHUNK):
+        out[lo: lo + CHUNK] = _bucket_of(values[lo: lo + CHUNK])
+    return out
+
+
+def _bucket_of(values_ms: np.ndarray) -> np.ndarray:
     v = np.asarray(values_ms, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         k = np.floor(np.log(v / LOW_MS) / math.log(R)) + 1

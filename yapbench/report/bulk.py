@@ -11,14 +11,19 @@ from .. import loghist
 
 def binned_quantiles(t: np.ndarray, buckets: np.ndarray, bin_s: float, qs: dict[str, float],
                      weights: np.ndarray | None = None) -> pd.DataFrame:
-    """Per time bin of `bin_s` seconds: quantiles of values given by their loghist buckets (one 2-D bincount)."""
+    """Per time bin of `bin_s` seconds: quantiles of values given by their loghist buckets (2-D bincounts, a
+    chunk of values at a time: the int64 keys of ninety million values would need gigabytes at once)."""
     if not len(t):
         return pd.DataFrame(columns=list(qs), dtype=np.float64)
-    b = np.floor(np.asarray(t, np.float64) / bin_s).astype(np.int64)
-    lo = int(b.min())
-    n_bins = int(b.max()) - lo + 1
-    grid = np.bincount((b - lo) * loghist.BUCKETS + buckets, weights=weights,
-                       minlength=n_bins * loghist.BUCKETS).reshape(n_bins, loghist.BUCKETS)
+    lo = int(np.floor(float(np.min(t)) / bin_s))
+    n_bins = int(np.floor(float(np.max(t)) / bin_s)) - lo + 1
+    grid = np.zeros(n_bins * loghist.BUCKETS)
+    for a in range(0, len(t), loghist.CHUNK):
+        b = np.floor(np.asarray(t[a: a + loghist.CHUNK], np.float64) / bin_s).astype(np.int64) - lo
+        grid += np.bincount(b * loghist.BUCKETS + buckets[a: a + loghist.CHUNK],
+                            weights=None if weights is None else weights[a: a + loghist.CHUNK],
+                            minlength=grid.size)
+    grid = grid.reshape(n_bins, loghist.BUCKETS)
     keep = grid.sum(axis=1) > 0
     values = loghist.quantiles(grid[keep], list(qs.values()))
     return pd.DataFrame(values, columns=list(qs), index=(np.arange(n_bins)[keep] + lo) * bin_s)
