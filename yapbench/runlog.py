@@ -279,7 +279,8 @@ def session_strings(run_dir: str | Path, numbers: np.ndarray, column: str) -> tu
                     raise ValueError(f"{column} {value!r} does not have the hash recorded")
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{SESSIONS} line {i + 1} (byte {int(numbers['offset'][i])}) does not match "
-                                 f"{SESSIONS_BIN} ({exc}): was sessions.jsonl edited?") from None
+                                 f"{SESSIONS_BIN} ({exc}): if sessions.jsonl was edited, remove {SESSIONS_BIN} and the "
+                                 "JSON lines are read alone") from None
             categories.append(value)
     return codes.reshape(-1), categories
 

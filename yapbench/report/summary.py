@@ -43,8 +43,9 @@ def summarize_data(run: RunData) -> dict:
     if len(run.targets) > 1:
         codes, names = pd.factorize(sessions["target"])
         word_codes = codes[words["srow"].to_numpy()]
+        word_values = words[list(WORD_METRICS.values())]  # the columns a section reads: smaller copies per target
         summary[TARGETS] = {
-            name: _section(sessions[codes == i], words[word_codes == i], run.duration_s)
+            name: _section(sessions[codes == i], word_values.loc[word_codes == i], run.duration_s)
             for i, name in enumerate(names)
         }
     if run.gpu is not None:
@@ -63,8 +64,8 @@ def with_wer(run: RunData) -> RunData:
 
 def stats(values: pd.Series | np.ndarray) -> dict:
     """metrics.summarize with an integer count; {"count": 0} when nothing was observed."""
-    arr = values.to_numpy(dtype=np.float64) if isinstance(values, pd.Series) else np.asarray(values, np.float64)
-    out = summarize(arr)
+    arr = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    out = summarize(arr if arr.dtype.kind == "f" else arr.astype(np.float64))  # float32 stays float32: no copy
     out["count"] = int(out.get("count", 0))
     return out
 
