@@ -62,3 +62,27 @@ def test_frame_reader_rejects_unmasked_client_frames_and_huge_frames():
         wsframe.FrameReader(expect_masked=True).feed(wsframe.server_frame(b"abc"))
     with pytest.raises(wsframe.FrameError, match="limit"):
         wsframe.FrameReader(expect_masked=False, max_message=10).feed(wsframe.server_frame(b"a" * 11))
+
+
+def test_server_fast_path_decodes_exactly_what_the_general_decoder_accepts():
+    from yapbench.server.audio_frames import MaskedAudioDecoder
+
+    decoder = MaskedAudioDecoder()
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 15, 16, 21, 22, 1920, 1921, 13100, 13200):
+        for _ in range(3):  # a fresh mask key each time, as clients send them
+            frame = wsframe.client_frame(P.encode_audio(rng.standard_normal(n).astype(np.float32)))
+            payload = wsframe.FrameReader(expect_masked=True).feed(frame)[0].payload
+            fast = decoder.decode(frame)
+            if n < 22 or n > 13100:  # a fixarray header, or a frame length that is not 16-bit: the general way
+                assert fast is None
+            else:
+                assert np.array_equal(fast, P.decode_client_message(payload).pcm)
+    audio = bytearray(P.encode_audio(np.full(1920, 0.5, dtype=np.float32)))
+    audio[19 + 5 * 7] = 0xCC  # one sample is not a float32: the general decoder decides
+    others = [bytes(audio), msgpack.packb({"type": "Audxo", "pcm": [0.5] * 1920}, use_single_float=True),
+              P.encode_marker(3), b"\x81\xa4type\xa4Init"]
+    for payload in others:
+        assert decoder.decode(wsframe.client_frame(payload)) is None
+    two = wsframe.client_frame(P.encode_audio(np.zeros(1920, dtype=np.float32))) * 2
+    assert decoder.decode(two) is None and decoder.decode(two[:-1]) is None  # not exactly one whole frame

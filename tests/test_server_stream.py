@@ -62,6 +62,30 @@ def test_big_chunk_drains_one_frame_per_step(server, raw_ws):
     assert [m.buffered_pcm for m in got] == [4 * 1920, 3 * 1920, 2 * 1920, 1920, 0]
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_frames_whole_split_or_coalesced_decode_alike_on_both_event_loops(ref_server, raw_ws, loop):
+    server = ref_server(batch_size=2, step_ms=0, asyncio_loop=loop == "asyncio")
+    ws = raw_ws(server)
+    assert ws.recv() == Ready()
+    clip = load_clip(MID).frames()
+    frames = [client_frame(encode_audio(f)) for f in clip]
+    # one frame per read (the receive fast path), one split across reads, then frames sharing reads
+    ws.sock.sendall(frames[0])
+    ws.sock.sendall(frames[1][:100])
+    time.sleep(0.05)
+    ws.sock.sendall(frames[1][100:] + frames[2] + frames[3][:5000])
+    time.sleep(0.05)
+    ws.sock.sendall(frames[3][5000:])
+    for f in frames[4:]:
+        ws.sock.sendall(f)
+    ws.send_marker(9)
+    ws.send_frames(12)
+    msgs = ws.collect(lambda m: isinstance(m, Marker))
+    assert len(steps(msgs)) == len(frames) + 6
+    transcript = next(s for s in load_manifest() if s.name == "mid.wav").transcript.split()
+    assert [m.text for m in msgs if isinstance(m, Word)] == transcript  # the samples arrived exact: clip recognised
+
+
 def test_small_messages_take_one_loop_iteration_each(server, raw_ws):
     ws = raw_ws(server)
     assert ws.recv() == Ready()

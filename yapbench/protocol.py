@@ -125,7 +125,7 @@ STEP_PREFIX = b"\x84" + msgpack.packb("type") + msgpack.packb("Step")
 # --- client -> server -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: the server builds one per 80 ms frame, and a frozen __init__ costs more
 class Audio:
     pcm: np.ndarray  # float32, mono, 24 kHz
 
@@ -163,18 +163,26 @@ def encode_audio(pcm: np.ndarray) -> bytes:
     return b"\x82" + _AUDIO_PREFIX + _array_header(samples.size) + wire.tobytes()
 
 
+PACKED_AUDIO_HEAD = b"\x82" + _AUDIO_PREFIX + b"\xdc"  # ... then a 16-bit sample count
+
+
+def packed_audio_pcm(payload: np.ndarray) -> np.ndarray | None:
+    """The common case (float32 Audio exactly as clients pack it, 16..65535 samples) straight into numpy, from the
+    message as a uint8 array; None means "decode fully"."""
+    head = len(PACKED_AUDIO_HEAD)
+    start = payload[: head + 2].tobytes()
+    if start[:head] != PACKED_AUDIO_HEAD or len(start) != head + 2:
+        return None
+    n = int.from_bytes(start[head:], "big")
+    body = payload[head + 2 :]
+    if body.size != 5 * n or body[::5].tobytes() != b"\xca" * n:  # every sample a msgpack float32
+        return None
+    return body.view(_F32_WIRE)["value"].astype(np.float32)
+
+
 def _decode_packed_audio(data: bytes) -> Audio | None:
-    """The common case (float32 Audio exactly as clients pack it) straight into numpy; None means "decode fully"."""
-    head = 1 + len(_AUDIO_PREFIX)
-    if len(data) < head + 3 or data[0] != 0x82 or data[1:head] != _AUDIO_PREFIX or data[head] != 0xDC:
-        return None
-    n = int.from_bytes(data[head + 1 : head + 3], "big")
-    if len(data) != head + 3 + 5 * n:
-        return None
-    wire = np.frombuffer(data, dtype=_F32_WIRE, offset=head + 3)
-    if not (wire["tag"] == 0xCA).all():
-        return None
-    return Audio(wire["value"].astype(np.float32))
+    pcm = packed_audio_pcm(np.frombuffer(data, dtype=np.uint8))
+    return None if pcm is None else Audio(pcm)
 
 
 def encode_marker(marker_id: int) -> bytes:

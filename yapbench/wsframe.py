@@ -52,9 +52,15 @@ def client_frame(payload: bytes, opcode: int = OP_BINARY, mask_key: bytes | None
     return _header(opcode, len(payload), masked=True) + key + apply_mask(payload, key)
 
 
+_SHORT_BINARY_HEADERS = [bytes((0x80 | OP_BINARY, n)) for n in range(126)]
+
+
 def server_frame(payload: bytes, opcode: int = OP_BINARY) -> bytes:
     """A complete unmasked frame as a server sends it."""
-    return _header(opcode, len(payload), masked=False) + payload
+    n = len(payload)
+    if n < 126 and opcode == OP_BINARY:  # most server messages (Step, Word, EndWord): no struct.pack per message
+        return _SHORT_BINARY_HEADERS[n] + payload
+    return _header(opcode, n, masked=False) + payload
 
 
 def close_payload(code: int | None, reason: str = "") -> bytes:
@@ -95,6 +101,11 @@ class FrameReader:
     @property
     def pending(self) -> int:
         return len(self._buf)
+
+    @property
+    def idle(self) -> bool:
+        """No partial frame buffered and no fragmented message open: the next bytes start a fresh frame."""
+        return not self._buf and self._frag_op is None
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..protocol import API_KEY_HEADER, AUTH_QUERY_PARAM
+from .audio_frames import MaskedAudioDecoder
 from .config import ServerConfig
 from .connection import Connection
 from .engines import create_engine
@@ -58,6 +59,7 @@ class Server:
                          config.audio_tokenizer_file, config.text_tokenizer_file)
         self.engine = create_engine(config.engine, spec)
         self.model = ModelLoop(config, self.engine, self.metrics, self.events)
+        self.audio_frames = MaskedAudioDecoder()  # the connections' receive fast path
         self.connections: set[Connection] = set()
         self.ws_connections: set[Connection] = set()
         self._conn_ids = 0

@@ -18,7 +18,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from ..protocol import NO_FREE_CHANNELS, Error, ProtocolError, ServerMessage, decode_client_message, encode_server_message
+from ..protocol import (NO_FREE_CHANNELS, Audio, Error, ProtocolError, ServerMessage, decode_client_message,
+                        encode_server_message)
 from ..wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, FrameError, FrameReader, close_payload, server_frame
 from .httpio import MAX_HEAD, HttpError, Request, parse_head, response, upgrade_response
 from .slots import Slot
@@ -65,15 +66,15 @@ class Connection(asyncio.Protocol):
         self.stalled = False
         self.last_frame = self.last_binary = self.last_send = time.monotonic()
         self._out: list[bytes] = []
-        self._out_kinds: list[tuple[str, str | None]] = []
+        self._out_kinds: list[tuple[str, str | None]] = []  # what the event log records of them (only with one)
+        self._events = server.events
         self._sent = 0
         self._garbage_every = 0
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports subclass no asyncio class
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -171,14 +172,24 @@ class Connection(asyncio.Protocol):
     def _ws_data(self, data: bytes) -> None:
         if self.recv_done or self.stalled or self.slot is None:
             return  # the receive loop has ended: nothing more is read
-        assert self._reader is not None
+        reader = self._reader
+        assert reader is not None
+        if reader.idle:  # the common case, one whole Audio frame per read: no frame objects, no msgpack
+            pcm = self.server.audio_frames.decode(data)
+            if pcm is not None:
+                now = self.last_frame = time.monotonic()
+                if now - self.last_binary > self.server.config.long_timeout_s:
+                    self.end_recv("recv loop long timeout")
+                    return
+                self.last_binary = now
+                self.server.model.push(self.slot, Audio(pcm))
+                return
         try:
-            frames = self._reader.feed(data)
+            frames = reader.feed(data)
         except FrameError as exc:
             self.end_recv(f"task failed name=\"recv_loop\" err={exc}")
             return
-        now = time.monotonic()
-        self.last_frame = now
+        now = self.last_frame = time.monotonic()
         model, slot = self.server.model, self.slot
         for frame in frames:
             if now - self.last_binary > self.server.config.long_timeout_s:
@@ -216,17 +227,27 @@ class Connection(asyncio.Protocol):
     def queue(self, kind: str, payload: bytes, msg: ServerMessage | None) -> None:
         if self.out_closed or self.stalled:
             return
-        self._sent += 1
-        if self._garbage_every and self._sent % self._garbage_every == 0:
-            kind, payload, msg = "Garbage", GARBAGE, None
+        if self._garbage_every:
+            self._sent += 1
+            if self._sent % self._garbage_every == 0:
+                kind, payload, msg = "Garbage", GARBAGE, None
         self._out.append(server_frame(payload))
-        self._out_kinds.append((kind, getattr(msg, "text", None)))
+        if self._events is not None:
+            self._out_kinds.append((kind, getattr(msg, "text", None)))
 
     def flush(self) -> None:
-        if self._out:
-            chunks, kinds = self._out, self._out_kinds
-            self._out, self._out_kinds = [], []
-            self._send(chunks, kinds)
+        chunks = self._out
+        if not chunks:
+            return
+        self._out = []
+        transport = self.transport
+        if self._events is None and transport is not None and not (self.out_closed or self.peer_closed):
+            # The usual step (what `_send` does when nothing is special), in one call: one write, its one Step.
+            transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            self.last_send = time.monotonic()
+            return
+        kinds, self._out_kinds = self._out_kinds, []
+        self._send(chunks, kinds)
 
     def send_ping(self) -> None:
         if not self.out_closed and not self.stalled:
@@ -248,11 +269,13 @@ class Connection(asyncio.Protocol):
     def _write_now(self, chunks: list[bytes], kinds: list[tuple[str, str | None]]) -> None:
         if self.transport is None:
             return
-        events = self.server.events
+        events = self._events
+        if events is None:
+            self.transport.write(b"".join(chunks))
+            return
         t = time.time()  # right before the write: clients compare their receive times with it
         self.transport.write(b"".join(chunks))
-        if events:
-            events.sends(self.conn_id, t, kinds)
+        events.sends(self.conn_id, t, kinds)
 
     def released(self, close_code: int | None | bool) -> None:
         self.slot = None

@@ -20,15 +20,13 @@ class EventLog:
         self._last_flush = time.monotonic()
 
     def event(self, ev: str, conn: int, t: float | None = None, **fields: Any) -> None:
-        record = {"t": time.time() if t is None else t, "ev": ev, "conn": conn, **fields}
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.write(_line(ev, conn, time.time() if t is None else t, fields))
 
     def sends(self, conn: int, t: float, kinds: list[tuple[str, str | None]]) -> None:
-        for kind, text in kinds:
-            if text is None:
-                self._file.write(f'{{"t":{t!r},"ev":"send","conn":{conn},"type":"{kind}"}}\n')
-            else:
-                self.event("send", conn, t, type=kind, text=text)
+        """One write for everything one socket write sent (a step's messages for one connection)."""
+        head = f'{{"t":{t!r},"ev":"send","conn":{conn},"type":"'
+        self._file.write("".join(head + kind + '"}\n' if text is None else
+                                 _line("send", conn, t, {"type": kind, "text": text}) for kind, text in kinds))
 
     def maybe_flush(self) -> None:
         now = time.monotonic()
@@ -38,3 +36,7 @@ class EventLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _line(ev: str, conn: int, t: float, fields: dict[str, Any]) -> str:
+    return json.dumps({"t": t, "ev": ev, "conn": conn, **fields}, separators=(",", ":")) + "\n"

@@ -38,6 +38,8 @@ FAULT_ERROR = "fault injected: model error"
 _F32_WIRE = np.dtype([("tag", "u1"), ("value", ">f4")])
 _STEP_HEAD = msgpack.packb("type") + msgpack.packb("Step") + msgpack.packb("step_idx")
 _STEP_BUFFERED = msgpack.packb("buffered_pcm")
+# The Step's last field for the commonest values (0: the frame just stepped was the only one buffered).
+_STEP_TAILS = [_STEP_BUFFERED + msgpack.packb(n) for n in range(128)]
 
 
 class ModelLoop:
@@ -141,8 +143,9 @@ class ModelLoop:
             self.metrics.step_duration.observe(elapsed)
             self.step_idx += 1
             self.model_step_idx += 1
-            self._post_process(out.tokens, out.prs, active)
-            self._mask[[s.index for s in active]] = False
+            rows = [s.index for s in active]
+            self._post_process(out.tokens, out.prs, active, rows)
+            self._mask[rows] = False
             self._log_stats(len(active), elapsed)
 
     async def _call_engine(self, fn, *args):  # type: ignore[no-untyped-def]
@@ -190,31 +193,34 @@ class ModelLoop:
                 frame = s.buf.take()
             if frame is not None:
                 batch[i] = frame
-                mask[i] = True
                 s.steps += 1
                 active.append(s)
             if not (s.inbox or s.recv_done or s.buf.size >= FRAME_SAMPLES):
                 dirty.discard(i)
+        mask[[s.index for s in active]] = True
         for s in to_flush:
             s.sink.flush()  # Ready goes out now, not after the step (the real send loop is independent)
         return active
 
-    def _post_process(self, tokens: np.ndarray, prs: np.ndarray | None, active: list[Slot]) -> None:
+    def _post_process(self, tokens: np.ndarray, prs: np.ndarray | None, active: list[Slot], rows: list[int]) -> None:
         step_bytes: list[bytes] | None = None
         if prs is not None and self._heads_prefix:
             wire = np.empty((len(active), prs.shape[1]), dtype=_F32_WIRE)
             wire["tag"] = 0xCA
-            wire["value"] = prs[[s.index for s in active]]
+            wire["value"] = prs[rows]
             raw = wire.tobytes()
             width = wire.itemsize * prs.shape[1]
             head = b"\x84" + _STEP_HEAD + msgpack.packb(self.model_step_idx) + self._heads_prefix
-            step_bytes = [head + raw[k * width : (k + 1) * width] + _STEP_BUFFERED for k in range(len(active))]
-        token_list = tokens[[s.index for s in active]].tolist()
+            step_bytes = [head + raw[k * width : (k + 1) * width] for k in range(len(active))]
+        token_list = tokens[rows].tolist()
+        delay = self.delay
         for k, s in enumerate(active):
             sink = s.sink
             if step_bytes is not None:
-                sink.queue("Step", step_bytes[k] + msgpack.packb(s.buf.size), None)
-            word, end = s.words.push(token_list[k], self.delay)
+                buffered = s.buf.size
+                tail = _STEP_TAILS[buffered] if buffered < 128 else _STEP_BUFFERED + msgpack.packb(buffered)
+                sink.queue("Step", step_bytes[k] + tail, None)
+            word, end = s.words.push(token_list[k], delay)
             if word is not None:
                 if s.faults.drop_word():
                     s.drop_next_end = True
@@ -230,7 +236,8 @@ class ModelLoop:
         self._send_markers()
         for s in active:
             s.sink.flush()
-            self._step_faults(s)
+            if s.faults.after_steps:
+                self._step_faults(s)
         if self.events:
             self.events.maybe_flush()
 

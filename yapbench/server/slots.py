@@ -46,9 +46,9 @@ class SampleBuffer:
         return self.data.size - self.pos
 
     def extend(self, pcm: np.ndarray) -> np.ndarray | None:
-        if self.size == 0 and pcm.size >= FRAME_SAMPLES:
+        if self.pos == self.data.size and pcm.size >= FRAME_SAMPLES:  # empty: no copy (the usual 80 ms message)
             self.data, self.pos = pcm, FRAME_SAMPLES
-            return pcm[:FRAME_SAMPLES]
+            return pcm if pcm.size == FRAME_SAMPLES else pcm[:FRAME_SAMPLES]
         if pcm.size:
             self.data = np.concatenate((self.data[self.pos :], pcm)) if self.size else pcm
             self.pos = 0
@@ -68,8 +68,8 @@ class SampleBuffer:
 class SessionFaults:
     """The faults that hit one session, drawn once from (seed, session number) so reruns hit the same sessions."""
 
-    __slots__ = ("error_after", "stall_after", "close_after", "drop_words", "ready_delay_ms", "garbage_every",
-                 "rng")
+    __slots__ = ("error_after", "stall_after", "close_after", "after_steps", "drop_words", "ready_delay_ms",
+                 "garbage_every", "rng")
 
     def __init__(self, faults: FaultConfig, seed: int, session: int) -> None:
         self.rng = random.Random(seed * 1_000_003 + session)
@@ -77,6 +77,7 @@ class SessionFaults:
         self.error_after = faults.error_after_steps if hit else 0
         self.stall_after = faults.stall_after_steps if hit else 0
         self.close_after = faults.close_1011_after_steps if hit else 0
+        self.after_steps = bool(self.error_after or self.stall_after or self.close_after)  # checked every step
         self.drop_words = faults.drop_words if hit else 0.0
         self.ready_delay_ms = faults.ready_delay_ms if hit else 0.0
         self.garbage_every = faults.garbage_every if hit else 0

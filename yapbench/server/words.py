@@ -11,6 +11,7 @@ from __future__ import annotations
 from .engines.base import PAD, WORD_START
 
 FRAME_RATE = 12.5
+_NOTHING: tuple[None, None] = (None, None)
 
 
 class WordState:
@@ -28,8 +29,8 @@ class WordState:
     def push(self, token: int, delay: int) -> tuple[tuple[list[int], float] | None, float | None]:
         """One step's token -> (word pieces and start_time, or None; EndWord stop_time, or None)."""
         self.step_idx += 1
-        if self.step_idx < delay:
-            return None, None
+        if self.step_idx < delay or (token == PAD and not self.pieces):
+            return _NOTHING  # the commonest step by far: nothing new
         word = None
         if token == PAD or token == WORD_START:
             if self.pieces:

@@ -31,10 +31,10 @@ class PerSlotEngine(Engine):
         idx = np.flatnonzero(active)
         sub = frames[idx]
         loud = loud_rows(sub)
-        tokens, slots = self._tokens, self._slots
-        for j, (i, is_loud) in enumerate(zip(idx.tolist(), loud.tolist())):
-            tokens[i] = self._advance(slots[i], sub[j], is_loud)
-        return StepOutput(tokens, self._heads.update(idx, loud))
+        slots, advance = self._slots, self._advance
+        self._tokens[idx] = [advance(slots[i], sub[j], is_loud)
+                             for j, (i, is_loud) in enumerate(zip(idx.tolist(), loud.tolist()))]
+        return StepOutput(self._tokens, self._heads.update(idx, loud))
 
     @abstractmethod
     def _advance(self, slot: Any, frame: np.ndarray, loud: bool) -> int:
