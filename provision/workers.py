@@ -11,6 +11,7 @@ import io
 import shlex
 import subprocess
 import tarfile
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ("pyproject.toml", "README.md", "yapbench", "provision", "locustfiles", "samples")
 SESSION = "yapbench-worker"
 MIN_PYTHON = (3, 11)
+STARTUP_GRACE_S = 3.0
 
 
 def _files(repo: Path) -> list[Path]:
@@ -83,7 +85,7 @@ class InstallYapbench:
     def check(self, ctx: Context) -> Check:
         digest = sha256(source_tarball())
         p = _paths(ctx)
-        if ctx.state.get("workers", {}).get("source_sha") == digest and ctx.run(f"test -x {p['venv']}/bin/locust").ok:
+        if ctx.state.get("workers", {}).get("source_sha") == digest and ctx.run(_imports_check(p)).ok:
             return Check.ok(f"yapbench {digest[:12]} installed")
         return Check.change(f"install yapbench {digest[:12]} into {p['venv']}")
 
@@ -102,9 +104,14 @@ class InstallYapbench:
         return f"installed into {p['venv']}"
 
 
+def _imports_check(p: dict[str, str]) -> str:
+    return f"{shlex.quote(p['venv'])}/bin/python -c 'import locust, yapbench'"
+
+
 def launcher(ctx: Context, master: str, master_port: int, processes: int | None) -> str:
     p, q = _paths(ctx), shlex.quote
-    cmd = (f"{q(p['venv'])}/bin/locust -f locustfiles/stt.py --worker --master-host {q(master)} "
+    # `python -m locust`, not bin/locust: that script exists only where pip installed locust into this very venv
+    cmd = (f"{q(p['venv'])}/bin/python -m locust -f locustfiles/stt.py --worker --master-host {q(master)} "
            f"--master-port {int(master_port)}" + (f" --processes {int(processes)}" if processes else ""))
     key_env = (f'export KYUTAI_API_KEY="$(cat {q(p["key"])})"\n' if ctx.secrets.api_key else "")
     return (f"#!/usr/bin/env bash\n# written by yapbench provision: a Locust worker\nset -e\n{key_env}"
@@ -135,6 +142,10 @@ class StartWorker:
         script = launcher(ctx, self.master, self.master_port, self.processes)
         ctx.put_file(script.encode(), p["launcher"], "700")
         pid, started = servers.start(ctx, SESSION, p["launcher"])
+        deadline = time.monotonic() + STARTUP_GRACE_S  # a worker that cannot start (bad venv, bad options) dies fast
+        while pid is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            pid = servers.pane_pid(ctx, SESSION)
         if pid is None:
             tail = ctx.run(f"tail -n 20 {shlex.quote(p['log'])} 2>/dev/null").stdout
             raise StepError(f"{SESSION} exited at once; log:\n{ctx.secrets.redact(tail)}")
