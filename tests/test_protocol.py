@@ -84,5 +84,7 @@ def test_server_fast_path_decodes_exactly_what_the_general_decoder_accepts():
               P.encode_marker(3), b"\x81\xa4type\xa4Init"]
     for payload in others:
         assert decoder.decode(wsframe.client_frame(payload)) is None
-    two = wsframe.client_frame(P.encode_audio(np.zeros(1920, dtype=np.float32))) * 2
-    assert decoder.decode(two) is None and decoder.decode(two[:-1]) is None  # not exactly one whole frame
+    one = wsframe.client_frame(P.encode_audio(np.full(1920, 0.25, dtype=np.float32)))
+    two = one + wsframe.client_frame(P.encode_audio(np.full(1920, 0.5, dtype=np.float32)))
+    assert decoder.decode(two)[0] == 0.25 and decoder.decode(two, len(one))[0] == 0.5  # frames sharing a read
+    assert decoder.decode(two[:-1], len(one)) is None and decoder.decode(one[:-1]) is None  # cut off by the read

@@ -1,11 +1,13 @@
 """The server's receive fast path: one masked WebSocket frame holding a float32 Audio message -> its PCM.
 
 Almost everything a streaming client sends is the same message: a final, masked binary frame (16-bit length)
-carrying ``{"type": "Audio", "pcm": [1920 msgpack float32]}``, and it usually arrives alone in one read. Decoding it
+carrying ``{"type": "Audio", "pcm": [1920 msgpack float32]}``, usually alone in one read (several per read, and
+one cut across two, once a server falls behind: `Connection` walks those frame by frame through here too). Decoding it
 the general way (frame parser, unmask, msgpack) costs several numpy calls and copies per frame; here it is one XOR
 over aligned 32-bit words in a reused buffer, one comparison of the float tags and one byte-swapping copy, through views
 built once per message length. Anything else (other messages, several frames in one read, a float64 sample) gets
-None and goes the general way, which accepts and rejects exactly the same bytes (`protocol.decode_client_message`).
+None and goes the general way (`FrameReader`, `protocol.decode_client_message`), which accepts and rejects
+exactly the same bytes.
 """
 
 from __future__ import annotations
@@ -47,25 +49,26 @@ class MaskedAudioDecoder:
     def __init__(self) -> None:
         self._layouts: dict[int, _Layout] = {}
 
-    def decode(self, data: bytes) -> np.ndarray | None:
-        """float32 PCM when `data` is exactly one such frame; None otherwise."""
-        if len(data) < 8 or data[0] != 0x82 or data[1] != 0xFE:  # FIN + binary, masked + 16-bit length
+    def decode(self, data: bytes, start: int = 0) -> np.ndarray | None:
+        """float32 PCM when `data` holds one such frame, whole, from `start` on; None otherwise."""
+        if len(data) < start + 8 or data[start] != 0x82 or data[start + 1] != 0xFE:  # FIN + binary, mask + 16-bit
             return None
-        length = (data[2] << 8) | data[3]
-        if len(data) != 8 + length:
+        length = (data[start + 2] << 8) | data[start + 3]
+        if len(data) < start + 8 + length:
             return None
         layout = self._layouts.get(length)
         if layout is None:
             if (length - _HEAD) % 5 or length < _HEAD or len(self._layouts) >= MAX_LAYOUTS:
                 return None
             layout = self._layouts[length] = _Layout(length)
-        key = data[4:8]
-        skip = layout.skip
+        key = data[start + 4 : start + 8]
+        skip, payload = layout.skip, start + 8
         rotated = int.from_bytes(key[skip:] + key[:skip], "little")  # the key as it lines up with the words
-        layout.bytes[:] = memoryview(data)[8 + skip :]  # an aligned copy: numpy XORs aligned words much faster
+        # an aligned copy: numpy XORs aligned words much faster
+        layout.bytes[:] = memoryview(data)[payload + skip : payload + length]
         np.bitwise_xor(layout.words, rotated, out=layout.words)
-        if skip and int.from_bytes(data[8 : 8 + skip], "little") ^ int.from_bytes(key[:skip], "little") != \
-                layout.head_skipped:
+        if skip and int.from_bytes(data[payload : payload + skip], "little") ^ \
+                int.from_bytes(key[:skip], "little") != layout.head_skipped:
             return None
         if layout.head.tobytes() != layout.head_rest or layout.tags.tobytes() != layout.ca:
             return None

@@ -60,6 +60,7 @@ class Connection(asyncio.Protocol):
         self.ws = False
         self.slot: Slot | None = None
         self._reader: FrameReader | None = None
+        self._partial = b""  # the start of an Audio frame cut off by the end of a read (the fast path's own buffer)
         self.recv_done = False
         self.out_closed = False
         self.peer_closed = False  # a Close frame came in: tungstenite's ClosedByPeer
@@ -174,15 +175,11 @@ class Connection(asyncio.Protocol):
             return  # the receive loop has ended: nothing more is read
         reader = self._reader
         assert reader is not None
-        if reader.idle:  # the common case, one whole Audio frame per read: no frame objects, no msgpack
-            pcm = self.server.audio_frames.decode(data)
-            if pcm is not None:
-                now = self.last_frame = time.monotonic()
-                if now - self.last_binary > self.server.config.long_timeout_s:
-                    self.end_recv("recv loop long timeout")
-                    return
-                self.last_binary = now
-                self.server.model.push(self.slot, Audio(pcm))
+        if reader.idle:  # the common case, whole Audio frames: no frame objects, no msgpack
+            if self._partial:
+                data, self._partial = self._partial + data, b""
+            data = self._audio_frames(data)
+            if not data:
                 return
         try:
             frames = reader.feed(data)
@@ -211,6 +208,34 @@ class Connection(asyncio.Protocol):
                 self.end_recv("client closed")
                 return
             # text and pong frames: ignored, they only reset the short timeout
+
+    def _audio_frames(self, data: bytes) -> bytes:
+        """Push the leading whole float32 Audio frames of `data` (the receive fast path) and keep a trailing one the
+        read cut off for the next read; returns what the general parser must take, from the first frame that is
+        anything else (or b"" when nothing is left)."""
+        decode, model, slot = self.server.audio_frames.decode, self.server.model, self.slot
+        now = self.last_frame = time.monotonic()
+        start, end = 0, len(data)
+        while start < end:
+            if end - start < 4:  # not even the length yet
+                if data[start] == 0x82 and (end - start == 1 or data[start + 1] == 0xFE):
+                    self._partial = data[start:]
+                    return b""
+                return data[start:]
+            frame_end = start + 8 + ((data[start + 2] << 8) | data[start + 3])
+            if frame_end > end and data[start] == 0x82 and data[start + 1] == 0xFE:
+                self._partial = data[start:]
+                return b""
+            pcm = decode(data, start)
+            if pcm is None:
+                return data[start:]
+            if now - self.last_binary > self.server.config.long_timeout_s:
+                self.end_recv("recv loop long timeout")
+                return b""
+            self.last_binary = now
+            model.push(slot, Audio(pcm))  # type: ignore[arg-type]
+            start = frame_end
+        return b""
 
     def end_recv(self, reason: str) -> None:
         if self.recv_done or self.slot is None:
