@@ -25,6 +25,7 @@ from .httpio import MAX_HEAD, HttpError, Request, parse_head, response, upgrade_
 from .slots import Slot
 
 if TYPE_CHECKING:
+    from .audio_frames import MaskedAudioDecoder
     from .config import ServerConfig
     from .eventlog import EventLog
     from .model_loop import ModelLoop
@@ -39,6 +40,7 @@ class ServerSide(Protocol):
     config: ServerConfig
     model: ModelLoop
     events: EventLog | None
+    audio_frames: MaskedAudioDecoder  # the receive fast path, shared by every connection
     connections: set[Connection]
     ws_connections: set[Connection]
 
