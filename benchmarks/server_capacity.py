@@ -318,16 +318,19 @@ def main() -> int:
           flush=True)
     summary: dict[str, Any] = {}
     for mode in modes:
-        held_max, stopped_by = 0, "end of list"
+        held: dict[str, Any] = {}
+        stopped_by = "end of list"
         for n in counts:
             result = run_one(n, args, mode == "on", frames)
             print(json.dumps(_rounded(result)), flush=True)
             if result["verdict"] == "held":
-                held_max = max(held_max, n)
+                held = result if n >= held.get("streams", 0) else held
             elif args.per_core:
                 stopped_by = f"{n}: {result['verdict']}"
                 break
-        summary[f"event_log_{mode}"] = {"streams_per_core_held": held_max, "search_stopped_at": stopped_by}
+        summary[f"event_log_{mode}"] = {
+            "streams_per_core_held": held.get("streams", 0), "search_stopped_at": stopped_by,
+            **{f"held_{k}": round(held[k], 2) for k in ("server_cpu_pct", "server_cpu_us_per_frame") if held}}
     if args.per_core:
         print(json.dumps({"summary": summary, "step_ms": args.step_ms}), flush=True)
     return 0
