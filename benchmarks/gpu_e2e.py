@@ -106,7 +106,8 @@ def main() -> int:
     p.add_argument("--duration", type=int, default=40)
     p.add_argument("--processes", type=int, default=4)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--engine", default="torch", help="torch or moshi on the GPU host; synthetic to try the script anywhere")
+    p.add_argument("--engine", default="torch",
+                   help="torch or moshi on the GPU host; synthetic to try the script anywhere")
     p.add_argument("--config", default=None, help="server config (bundled name or path)")
     p.add_argument("--batch-size-from", type=Path, default=None, help="capacity: gpu_step.json to size the batch from")
     p.add_argument("--bracket", action="store_true",
@@ -134,7 +135,8 @@ def main() -> int:
         print(f"{a.gpus} x batch {batch}: servers ready in {time.time() - t0:.0f} s", flush=True)
         try:
             run_dir = a.out / f"capacity-{a.gpus}x{batch}"
-            subprocess.call([sys.executable, "-m", "yapbench.cli", "capacity", "--host", ",".join(s.url for s in servers),
+            subprocess.call([sys.executable, "-m", "yapbench.cli", "capacity",
+                             "--host", ",".join(s.url for s in servers),
                              "--run-dir", str(run_dir), "--processes", str(a.processes), *search,
                              "--window", "5", "--stable-windows", "2",
                              "--max-windows", "3", "--target-policy", "least_loaded",

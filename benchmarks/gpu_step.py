@@ -109,7 +109,8 @@ def mean_util(gpu_csv: Path, t0: float, t1: float) -> float | None:
     if not gpu_csv.exists():
         return None
     with gpu_csv.open(newline="") as f:
-        utils = [float(r["util_pct"]) for r in csv.DictReader(f) if r["gpu"] == "0" and r["util_pct"] and t0 <= float(r["t"]) <= t1]
+        utils = [float(r["util_pct"]) for r in csv.DictReader(f)
+                 if r["gpu"] == "0" and r["util_pct"] and t0 <= float(r["t"]) <= t1]
     return round(statistics.fmean(utils), 1) if utils else None
 
 
@@ -182,7 +183,8 @@ def step_model(rows: list[StepTiming], card_gib: float) -> dict[str, float | Non
 
 
 def table(rows: list[StepTiming]) -> str:
-    lines = ["| mode | batch | steps | median ms | p90 ms | x real time | peak GiB | GPU util % |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| mode | batch | steps | median ms | p90 ms | x real time | peak GiB | GPU util % |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r.error:
             lines.append(f"| {r.mode} | {r.batch_size} | - | {r.error} | | | | |")
@@ -215,7 +217,8 @@ def main() -> int:
     print(json.dumps(env, indent=1), flush=True)
     # The remote sampler's parser against this card's real nvidia-smi output.
     smi = subprocess.run(NVIDIA_SMI_QUERY.split(), capture_output=True, text=True).stdout
-    print("nvidia-smi query:", smi.strip(), "->", [parse_nvidia_smi_line(line, time.time()) for line in smi.splitlines()])
+    print("nvidia-smi query:", smi.strip(), "->",
+          [parse_nvidia_smi_line(line, time.time()) for line in smi.splitlines()])
     sampler = GpuSampler(out).start()
     print("NVML sampler:", sampler.note or "sampling", flush=True)
     rows: list[StepTiming] = []

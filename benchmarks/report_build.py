@@ -31,7 +31,8 @@ from yapbench.report import build_report, summarize_run
 t = time.perf_counter()
 s = (summarize_run if sys.argv[2] == "summary" else build_report)(sys.argv[1])
 ru, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-print(json.dumps({"seconds": time.perf_counter() - t, "cpu_s": ru.ru_utime + ru.ru_stime + kids.ru_utime + kids.ru_stime,
+print(json.dumps({"seconds": time.perf_counter() - t,
+                  "cpu_s": ru.ru_utime + ru.ru_stime + kids.ru_utime + kids.ru_stime,
                   "peak_rss_mib": ru.ru_maxrss / 1024, "worker_peak_rss_mib": kids.ru_maxrss / 1024,
                   "words": s["word_lag"]["count"], "sessions": s["sessions"], "send_lags": s["send_lag"]["count"]}))
 """
@@ -72,7 +73,8 @@ def bulk_run(run_dir: Path, streams: int, duration_s: float, seed: int = 11) -> 
     log.write_meta({"targets": list(TARGETS), "target": ",".join(TARGETS), "users": streams,
                     "spawn_rate": streams / 20, "speed": 1.0, "shape": "", "started_at": t0,
                     "ended_at": t0 + duration_s, "command": "benchmarks/report_build.py", "yapbench_version": "bench",
-                    "samples": {n: {"transcript": t, "language": "en", "duration_s": 10.0} for n, t in SAMPLES.items()}})
+                    "samples": {n: {"transcript": t, "language": "en", "duration_s": 10.0}
+                                for n, t in SAMPLES.items()}})
     mean_session_s = 10.0 + 0.5  # speech + flush and think time
     n = int(streams * duration_s / mean_session_s)
     template = SessionResult("", "", "", 1.0, 0.0).record()
@@ -154,9 +156,11 @@ def main() -> int:
     secs = statistics.median(r["seconds"] for r in results)
     rss = statistics.median(r["peak_rss_mib"] for r in results)
     print(json.dumps({
-        "mode": mode, "run_dir_mib": round(sum(f.stat().st_size for f in args.dir.iterdir()) / 2**20), "machine": f"{platform.node()} {platform.machine()} {_cpus()} CPUs, Python {platform.python_version()}",
+        "mode": mode, "run_dir_mib": round(sum(f.stat().st_size for f in args.dir.iterdir()) / 2**20),
+        "machine": f"{platform.node()} {platform.machine()} {_cpus()} CPUs, Python {platform.python_version()}",
         "words": results[0]["words"], "sessions": results[0]["sessions"], "send_lags": results[0]["send_lags"],
-        "runs": [round(r["seconds"], 2) for r in results], "median_s": round(secs, 2), "median_peak_rss_mib": round(rss),
+        "runs": [round(r["seconds"], 2) for r in results], "median_s": round(secs, 2),
+        "median_peak_rss_mib": round(rss),
         "median_cpu_s": round(statistics.median(r["cpu_s"] for r in results), 2),
         "worker_peak_rss_mib": round(max(r["worker_peak_rss_mib"] for r in results)),
     }, indent=2))

@@ -105,7 +105,8 @@ def locust_base(args: argparse.Namespace, hosts: str, run_dir: Path) -> list[str
     procs = max(args.workers, 1)
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
             "--loglevel", "WARNING", "-u", str(args.users), "-r", f"{args.spawn_rate * procs:g}",
-            "-t", f"{math.ceil(args.ramp_s + args.settle + args.window)}s", "--stop-timeout", "30", "--host", hosts, "--run-dir", str(run_dir),
+            "-t", f"{math.ceil(args.ramp_s + args.settle + args.window)}s", "--stop-timeout", "30", "--host", hosts,
+            "--run-dir", str(run_dir),
             "--samples", args.samples, "--think-time", str(args.think_time), "--no-report"]
 
 
@@ -125,8 +126,10 @@ def start_generator(args: argparse.Namespace, hosts: str, run_dir: Path, cores: 
         master = subprocess.Popen(["taskset", "-c", str(cores[0]), *base, "--master", "--expect-workers",
                                    str(args.workers)],
                                   cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
-        workers = [subprocess.Popen(["taskset", "-c", str(cores[1 + i % (len(cores) - 1)] if len(cores) > 1 else cores[0]), sys.executable, "-m",
-                                     "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1", "--master-port", port,
+        workers = [subprocess.Popen(["taskset", "-c",
+                                     str(cores[1 + i % (len(cores) - 1)] if len(cores) > 1 else cores[0]),
+                                     sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+                                     "--master-host", "127.0.0.1", "--master-port", port,
                                      "--loglevel", "WARNING"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
                    for i in range(args.workers)]
         return master, workers
@@ -226,7 +229,8 @@ def measure(args: argparse.Namespace, servers: list[ServerProcess], gen_cores: l
                  p99(lag["lag_ms"][steady]), round(float(lag["lag_ms"][steady].max()), 2) if steady.any() else 0.0,
                  round(float(np.mean(lag["lag_ms"] > LAG_LIMIT_MS)), 5),
                  round(float(np.percentile(backlog, 99)), 1) if backlog else float("nan"),
-                 len(sessions), outcomes["ok"], outcomes["cancelled"], seen, sum(s["words"] for s in sessions), words_sent,
+                 len(sessions), outcomes["ok"], outcomes["cancelled"], seen, sum(s["words"] for s in sessions),
+                 words_sent,
                  round(master_cpu, 3), round(rss / 1e6, 1), round(gen_cpu, 2), round(gen_sys, 2), round(server_cpu, 2),
                  len(read_meta(run_dir).get("workers_lost", [])), per_second_p99(lag, read_meta(run_dir)["started_at"]))
 

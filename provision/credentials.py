@@ -27,7 +27,8 @@ class Secrets:
 
     def require_api_key(self) -> str:
         if not self.api_key:
-            raise UserError(f"set {API_KEY_ENV} to the key clients will send (it goes into the server's authorized_ids)")
+            raise UserError(f"set {API_KEY_ENV} to the key clients will send "
+                            "(it goes into the server's authorized_ids)")
         return self.api_key
 
 

@@ -100,7 +100,8 @@ class FabricExecutor:
     def _log(self, r: CmdResult) -> None:
         if not self.log:
             return
-        self.log.write(self.redact(f"$ {r.command}\n{r.stdout}{r.stderr}[exit {r.exited}{' timeout' if r.timed_out else ''}]\n"))
+        timeout = " timeout" if r.timed_out else ""
+        self.log.write(self.redact(f"$ {r.command}\n{r.stdout}{r.stderr}[exit {r.exited}{timeout}]\n"))
         self.log.flush()
 
 

@@ -71,7 +71,8 @@ def version_tuple(v: str) -> tuple[int, ...]:
 def gather(run: Callable[[str], CmdResult]) -> Facts:
     kv = parse_kv(run(FACTS_COMMAND).stdout)
     tools = {k.removeprefix("which_"): v for k, v in kv.items() if k.startswith("which_") and v}
-    driver_cuda, gpus = None, ()
+    driver_cuda: str | None = None
+    gpus: tuple[Gpu, ...] = ()
     if "nvidia-smi" in tools:
         driver_cuda = parse_driver_cuda(run("nvidia-smi").stdout)
         gpus = parse_gpus(run(GPU_QUERY).stdout)

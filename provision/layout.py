@@ -89,7 +89,7 @@ class Instance:
 
 def select_gpus(host: HostSpec, detected: tuple[Gpu, ...]) -> list[int | None]:
     """Indices to run on. Without GPUs (a stand-in server) there is one instance and no CUDA_VISIBLE_DEVICES."""
-    available = [g.index for g in detected]
+    available: list[int | None] = [g.index for g in detected]
     spec = host.gpus
     if not available:
         if host.builds_server:
@@ -102,6 +102,7 @@ def select_gpus(host: HostSpec, detected: tuple[Gpu, ...]) -> list[int | None]:
         if spec > len(available):
             raise UserError(f"{host.name}: gpus = {spec} but only {len(available)} GPU(s) found")
         return available[:spec]
+    assert isinstance(spec, list)  # "all" and a count are answered above
     missing = [i for i in spec if i not in available]
     if missing:
         raise UserError(f"{host.name}: GPU index {missing} not present (found {available})")

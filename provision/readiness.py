@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from yapbench.protocol import API_KEY_HEADER, DEFAULT_PATH, NO_FREE_CHANNELS, Error, ProtocolError, Ready, decode_server_message
+from yapbench.protocol import (API_KEY_HEADER, DEFAULT_PATH, NO_FREE_CHANNELS, Error, ProtocolError, Ready,
+                               decode_server_message)
 
 OpenChannel = Callable[[str, int, float], Any]  # (host, port, timeout) -> socket-like
 

@@ -17,7 +17,8 @@ def tmux(ctx: Context) -> str:
 
 def pane_pid(ctx: Context, session: str) -> int | None:
     """The server's pid (the launcher `exec`s it, so it is the pane process), None if the session is gone."""
-    r = ctx.run(f"{tmux(ctx)} list-panes -t {shlex.quote('=' + session + ':')} -F '#{{pane_pid}} #{{pane_dead}}' 2>/dev/null")
+    target = shlex.quote("=" + session + ":")
+    r = ctx.run(f"{tmux(ctx)} list-panes -t {target} -F '#{{pane_pid}} #{{pane_dead}}' 2>/dev/null")
     for line in r.stdout.splitlines():
         pid, _, dead = line.partition(" ")
         if pid.isdigit() and dead.strip() != "1":
@@ -49,7 +50,8 @@ def stop(ctx: Context, session: str, record: dict | None) -> str:
     notes = []
     if ctx.run(f"{tmux(ctx)} kill-session -t {shlex.quote('=' + session)} 2>/dev/null").ok:
         notes.append(f"killed tmux session {session}")
-    pid = (record or {}).get("pid")
+    record = record or {}
+    pid = record.get("pid")
     if pid and _same_process(ctx, pid, record.get("starttime")):
         ctx.run(f"kill -TERM {int(pid)} 2>/dev/null")
         deadline = time.monotonic() + STOP_WAIT_S

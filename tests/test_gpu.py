@@ -135,8 +135,10 @@ def test_parse_canned_nvidia_smi_output() -> None:
     samples = [parse_nvidia_smi_line(line, 1000.0) for line in CANNED.splitlines()]
     h100, a10g, t4, *rest = samples
     assert rest == [None, None, None]
-    assert h100 is not None and (h100.gpu, h100.name, h100.util_pct, h100.power_w) == (0, "NVIDIA H100 80GB HBM3", 37.0, 312.45)
-    assert (h100.mem_used_mib, h100.mem_total_mib, h100.temp_c, h100.sm_clock_mhz, h100.t) == (40123, 81559, 51, 1980, 1000.0)
+    assert h100 is not None
+    assert (h100.gpu, h100.name, h100.util_pct, h100.power_w) == (0, "NVIDIA H100 80GB HBM3", 37.0, 312.45)
+    assert (h100.mem_used_mib, h100.mem_total_mib, h100.temp_c, h100.sm_clock_mhz, h100.t) == (
+        40123, 81559, 51, 1980, 1000.0)
     assert a10g is not None and a10g.util_pct is None and a10g.power_w is None and a10g.mem_used_mib == 1
     assert t4 is not None and t4.util_pct is None and t4.power_w == 27.84
 

@@ -23,7 +23,8 @@ def locust_cmd(url: str, run_dir: Path, *extra: str, users=6, run_time="8s") -> 
             "--samples", SHORT, "--think-time", "0.1", "--stop-timeout", "20", "--speed", "2", "--no-report", *extra]
 
 
-def run_locust(server, run_dir: Path, *extra: str, users=6, run_time="8s", timeout=120, env=None) -> subprocess.CompletedProcess:
+def run_locust(server, run_dir: Path, *extra: str, users=6, run_time="8s", timeout=120,
+               env=None) -> subprocess.CompletedProcess:
     return subprocess.run(locust_cmd(server.url, run_dir, *extra, users=users, run_time=run_time), capture_output=True,
                           text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
 

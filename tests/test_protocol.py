@@ -29,8 +29,8 @@ def test_client_messages_round_trip_and_unknown_types_are_errors():
         P.decode_client_message(msgpack.packb({"type": "Audio", "pcm": b"\x00" * 8}))
 
 
-@pytest.mark.parametrize("msg", [P.Ready(), P.Word("Hello,", 1.25), P.EndWord(1.5), P.Marker(3), P.Error("no free channels"),
-                                 P.Step(42, (0.5, 0.25, 0.125, 1.0), 1920)])
+@pytest.mark.parametrize("msg", [P.Ready(), P.Word("Hello,", 1.25), P.EndWord(1.5), P.Marker(3),
+                                 P.Error("no free channels"), P.Step(42, (0.5, 0.25, 0.125, 1.0), 1920)])
 def test_server_messages_round_trip(msg):
     assert P.decode_server_message(P.encode_server_message(msg)) == msg
 

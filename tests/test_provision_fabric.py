@@ -22,7 +22,8 @@ def _ctx(uid: int = 1000, **host: object) -> Context:
     # Connection built without connect_kwargs: MockRemote asserts connect() got exactly user/host/port
     ex = FabricExecutor(Connection("gpu1", user="ubuntu"))
     ctx = Context(HostSpec("gpu1", user="ubuntu", **host), ex, Secrets(api_key="k"))  # type: ignore[arg-type]
-    ctx.__dict__["facts"] = Facts("/home/ubuntu", uid, "x86_64", "ubuntu", "22.04", {"sudo": "/usr/bin/sudo"}, "12.4", ())
+    ctx.__dict__["facts"] = Facts("/home/ubuntu", uid, "x86_64", "ubuntu", "22.04", {"sudo": "/usr/bin/sudo"}, "12.4",
+                                  ())
     return ctx
 
 
@@ -67,7 +68,8 @@ def test_tmux_session_on_private_socket(mock_remote):
     mock_remote.expect(host="gpu1", user="ubuntu", commands=[
         Command("tmux -L yb new-session -d -s yap-stt /srv/yap-stt/instances/8000/start.sh"),
         Command("tmux -L yb list-panes -t =yap-stt: -F '#{pane_pid} #{pane_dead}' 2>/dev/null", out=b"4242 0\n"),
-        Command("cat /proc/4242/stat 2>/dev/null", out=b"4242 (python3 -m x) S " + b" ".join(b"%d" % i for i in range(4, 30)) + b"\n"),
+        Command("cat /proc/4242/stat 2>/dev/null",
+                out=b"4242 (python3 -m x) S " + b" ".join(b"%d" % i for i in range(4, 30)) + b"\n"),
     ])
     pid, started = servers.start(_ctx(tmux_socket="yb"), "yap-stt", "/srv/yap-stt/instances/8000/start.sh")
     assert (pid, started) == (4242, "22")

@@ -36,13 +36,15 @@ def test_inventory_toml_defaults_and_per_host(tmp_path):
                    '[[hosts]]\naddress = "gpu1.example:2222"\ncompute_cap = "8.9"\n\n'
                    '[[hosts]]\naddress = "root@gpu2"\ngpus = [0, 1]\nport = 9000\n')
     a, b = load_inventory(inv, {"model": "en", "batch_size": None})
-    assert (a.hostname, a.ssh_port, a.user, a.compute_cap, a.batch_size, a.model) == ("gpu1.example", 2222, "ubuntu", "89", 32, "en")
+    assert (a.hostname, a.ssh_port, a.user, a.compute_cap, a.batch_size, a.model) == (
+        "gpu1.example", 2222, "ubuntu", "89", 32, "en")
     assert (b.user, b.gpus, b.port, b.name) == ("root", [0, 1], 9000, "gpu2")
 
 
 def test_inventory_host_list_and_errors(tmp_path):
     hosts = load_inventory("ubuntu@a:22, root@b:2200", {"key_file": "~/.ssh/k"})
-    assert [(h.user, h.hostname, h.ssh_port, h.key_file) for h in hosts] == [("ubuntu", "a", 22, "~/.ssh/k"), ("root", "b", 2200, "~/.ssh/k")]
+    assert [(h.user, h.hostname, h.ssh_port, h.key_file) for h in hosts] == [
+        ("ubuntu", "a", 22, "~/.ssh/k"), ("root", "b", 2200, "~/.ssh/k")]
     bad = tmp_path / "bad.toml"
     for text, msg in (('[[hosts]]\naddress = "a"\nbatchsize = 3\n', "unknown key 'batchsize'"),
                       ('[[hosts]]\naddress = "a"\ngpus = "two"\n', "bad value for 'gpus'"),
@@ -132,7 +134,8 @@ def _cuda_host(repo_files: str):
     ex.prepend(r"/usr/local/cuda-12.4/bin/nvcc --version",
                lambda c: (0, "Cuda compilation tools, release 12.4, V12.4.131") if installed() else (127, ""))
     ex.prepend(r"^grep -rlsF developer.download.nvidia.com", (0 if repo_files else 1, repo_files))
-    ex.prepend(r"^dpkg-query -W", lambda c: (0, "ii  tmux\n" + ("ii  cuda-toolkit-12-4\nii  cuda-nvcc-12-4\n" if installed() else "")))
+    ex.prepend(r"^dpkg-query -W",
+               lambda c: (0, "ii  tmux\n" + ("ii  cuda-toolkit-12-4\nii  cuda-nvcc-12-4\n" if installed() else "")))
     ex.prepend(r"apt-get|dpkg -i|^curl", (0, ""))
     ex.prepend(r"^mkdir -p .* && install -m|^mv -f", (0, ""))
     return ctx, ex
@@ -146,7 +149,8 @@ def test_cuda_uses_existing_repo_entry_and_installs_toolkit_only():
     assert not ex.ran("cuda-keyring")  # a second entry would break apt with a Signed-By conflict
     [install] = ex.ran("apt-get .*install")
     assert install.endswith("install --no-install-recommends cuda-toolkit-12-4'")
-    assert install.startswith("timeout -k 30 3600 bash -c 'env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a apt-get")
+    assert install.startswith("timeout -k 30 3600 bash -c "
+                              "'env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a apt-get")
     assert all(("sudo" if s else "") == "sudo" for c, s in ex.log if "apt-get" in c)
     assert not [c for c in ex.commands() for bad in DRIVER_PACKAGES if bad in c]
     state = json.loads(ex.files["/home/ubuntu/yap-stt/state.json.tmp"])

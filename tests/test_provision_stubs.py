@@ -34,7 +34,8 @@ esac""",
 }
 CARGO = """case "$1" in
   --version) echo "cargo 1.89.0 (stub)" ;;
-  install) mkdir -p "$CARGO_HOME/bin" && printf '#!/bin/sh\\n' > "$CARGO_HOME/bin/moshi-server" && chmod +x "$CARGO_HOME/bin/moshi-server"; echo "  Installed package" ;;
+  install) mkdir -p "$CARGO_HOME/bin" && printf '#!/bin/sh\\n' > "$CARGO_HOME/bin/moshi-server" \\
+             && chmod +x "$CARGO_HOME/bin/moshi-server"; echo "  Installed package" ;;
 esac"""
 NVCC = 'echo "Cuda compilation tools, release 12.4, V12.4.131"'
 
@@ -96,8 +97,9 @@ def test_preflight_refuses_a_non_ubuntu_host_before_any_change(stub_host, sshd):
     spec, log = stub_host
     [r] = api.plan([spec], ssh=SshOptions(known_hosts=sshd.known_hosts), secrets=Secrets(api_key="k"))
     by = {s.step: s for s in r.steps}
-    os_line = dict(l.split("=", 1) for l in Path("/etc/os-release").read_text().splitlines() if "=" in l)
+    os_line = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
     if os_line.get("ID") == "ubuntu" and os_line.get("VERSION_ID", "").strip('"') == "22.04":
         pytest.skip("the test machine is itself Ubuntu 22.04")
     assert by["preflight"].status is Status.FAILED and "is not Ubuntu 22.04" in by["preflight"].message
-    assert all(by[s].status is Status.SKIPPED for s in ("packages", "cuda", "rust", "build", "config", "start", "ready"))
+    assert all(by[s].status is Status.SKIPPED
+               for s in ("packages", "cuda", "rust", "build", "config", "start", "ready"))

@@ -1,4 +1,5 @@
-"""`locust ... --provision hosts.toml`: the master deploys/starts the servers over real SSH, waits for Ready, loads them."""
+"""`locust ... --provision hosts.toml`: the master deploys/starts the servers over real SSH, waits for Ready, loads
+them."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def test_an_unreachable_inventory_is_one_clear_line_and_exit_2(sshd, tmp_path):
     dead = sshd.free_port(1)
     inventory.write_text(f'[[hosts]]\naddress = "root@127.0.0.1:{dead}"\nkey_file = "{sshd.key_file}"\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(REPO / "locustfiles" / "stt.py"), "--headless", "-u", "1", "-t", "2s",
+        [sys.executable, "-m", "locust", "-f", str(REPO / "locustfiles" / "stt.py"), "--headless",
+         "-u", "1", "-t", "2s",
          "--provision", str(inventory), "--known-hosts", sshd.known_hosts, "--run-dir", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, "KYUTAI_API_KEY": "k"})
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -40,8 +40,8 @@ COLUMNS = {
     runlog.SERVER: runlog.SERVER_COLUMNS,
     runlog.WORDS_CSV: runlog.WORD_CSV_COLUMNS,
 }
-BINARY = {runlog.SESSIONS_BIN: runlog.SESSION_BIN_DTYPE, runlog.WORDS: runlog.WORD_DTYPE, runlog.SEND_LAG: runlog.SEND_LAG_DTYPE,
-          runlog.SEND_LAG_HIST: runlog.SEND_LAG_HIST_DTYPE}
+BINARY = {runlog.SESSIONS_BIN: runlog.SESSION_BIN_DTYPE, runlog.WORDS: runlog.WORD_DTYPE,
+          runlog.SEND_LAG: runlog.SEND_LAG_DTYPE, runlog.SEND_LAG_HIST: runlog.SEND_LAG_HIST_DTYPE}
 
 
 def test_doc_lists_every_file_with_the_modules_columns() -> None:

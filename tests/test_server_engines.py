@@ -57,7 +57,8 @@ def test_synthetic_emits_placeholders_for_unknown_audio(ref_server, raw_ws):
     assert ws.recv() == Ready()
     rng = np.random.default_rng(1)
     burst = (0.3 * rng.standard_normal(FRAME_SAMPLES * 4)).astype(np.float32)
-    pcm = np.concatenate([burst, np.zeros(FRAME_SAMPLES * 6, np.float32), burst, np.zeros(FRAME_SAMPLES * 6, np.float32)])
+    gap = np.zeros(FRAME_SAMPLES * 6, np.float32)
+    pcm = np.concatenate([burst, gap, burst, gap])
     assert words_of(stream_clip(ws, pcm)) == ["word", "word"]
 
 

@@ -22,7 +22,8 @@ SAMPLES = DEFAULT_MANIFEST.parent
 
 @pytest.fixture(scope="module")
 def short_clip():
-    return prepare_clip("real/en_ljspeech_LJ002-0020.wav", load_clip(SAMPLES / "real/en_ljspeech_LJ002-0020.wav").frames())
+    name = "real/en_ljspeech_LJ002-0020.wav"
+    return prepare_clip(name, load_clip(SAMPLES / name).frames())
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The web UI's STT tab in a real headless Chromium (Debian's, driven by Playwright): it renders and its numbers move."""
+"""The web UI's STT tab in a real headless Chromium (Debian's, driven by Playwright): it renders and its numbers
+move."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def test_stt_tab_renders_and_its_numbers_move(ref_server, tmp_path):
 
             def table() -> list[list[str]]:
                 return page.eval_on_selector_all(
-                    "table tbody tr", "rows => rows.map(r => [...r.querySelectorAll('td')].map(c => c.innerText.trim()))")
+                    "table tbody tr",
+                    "rows => rows.map(r => [...r.querySelectorAll('td')].map(c => c.innerText.trim()))")
 
             first = table()
             headers = page.eval_on_selector_all("table thead th", "hs => hs.map(h => h.innerText.trim())")

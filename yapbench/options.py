@@ -87,7 +87,8 @@ OPTIONS: tuple[Option, ...] = (
          help="known_hosts file for --provision (default ~/.ssh/known_hosts)"),
     _opt("--accept-new-host-keys", on=LOAD | On.LOCUST | On.PASSED, action="store_true", default=False,
          help="accept unknown SSH host keys for --provision (changed keys are always refused)"),
-    _opt("--server-engine", on=LOAD, group=EMBEDDED, default="synthetic", help="synthetic (default), sphinx, torch or moshi"),
+    _opt("--server-engine", on=LOAD, group=EMBEDDED, default="synthetic",
+         help="synthetic (default), sphinx, torch or moshi"),
     _opt("--server-batch-size", on=LOAD, group=EMBEDDED, type=int, default=64,
          help="slots (default 64, as stt-1b-en_fr)"),
     # -- what is streamed
@@ -219,7 +220,7 @@ def server_url(host: str | None) -> str:
     except ValueError as exc:
         raise UserError(f"server URL {exc}") from None
     try:
-        urlsplit(url).port  # parsed lazily: a bad port would otherwise surface mid-run, in every session
+        urlsplit(url).port  # noqa: B018 (parsed lazily: a bad port would otherwise surface mid-run, in every session)
     except ValueError:
         raise UserError(f"server URL {host}: the port must be a number from 1 to 65535") from None
     return url

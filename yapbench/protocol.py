@@ -209,8 +209,8 @@ def decode_client_message(data: bytes) -> ClientMessage:
     if kind == "Init":
         return Init()
     if kind == "OggOpus":
-        data = msg.get("data")
-        if not isinstance(data, (bytes, bytearray)):
+        pages = msg.get("data")
+        if not isinstance(pages, (bytes, bytearray)):
             raise ProtocolError("OggOpus.data must be bytes")
-        return OggOpus(bytes(data))
+        return OggOpus(bytes(pages))
     raise ProtocolError(f"unknown client message type {kind!r}")

@@ -87,7 +87,8 @@ def run_session(
     try:
         upgraded = _upgrade(cfg, url, result)
     except gevent.GreenletExit:
-        result.outcome, result.error, result.ended_at = Outcome.CANCELLED, "the load stopped while connecting", time.time()
+        result.outcome, result.error = Outcome.CANCELLED, "the load stopped while connecting"
+        result.ended_at = time.time()
         raise SessionCancelled(result) from None
     if upgraded is None:
         result.ended_at = time.time()

@@ -25,7 +25,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Callable
+from typing import Any, Callable
 
 import gevent
 import gevent.event
@@ -114,10 +114,16 @@ class Stream:
         self.close_code: int | None = None
         self.ready = gevent.event.Event()
         self.done = gevent.event.Event()
-        self._read_watcher = None
-        self._write_watcher = None
-        self._flush_timer = None
+        self._read_watcher: Any = None  # gevent's libev watchers (untyped)
+        self._write_watcher: Any = None
+        self._flush_timer: Any = None
         self._streamer: Streamer | None = None
+
+    @property
+    def streamer(self) -> Streamer:
+        """The Streamer that paces this stream: set by `Streamer.add`, before anything is sent or received."""
+        assert self._streamer is not None
+        return self._streamer
 
     # -- sending ----------------------------------------------------------------------------------------------
 
@@ -138,7 +144,7 @@ class Stream:
                 self.send_perf[index] = time.perf_counter()
             return
         self.pending.append((index, memoryview(data)[n:]))
-        self._streamer._watch_writable(self)
+        self.streamer._watch_writable(self)
 
     def on_writable(self) -> None:
         try:
@@ -156,7 +162,7 @@ class Stream:
         except OSError as exc:
             self.finish(Outcome.DISCONNECTED, f"send failed: {exc}")
             return
-        self._streamer._unwatch_writable(self)
+        self.streamer._unwatch_writable(self)
 
     def send_due(self, now: float) -> float | None:
         """Send every speech frame whose deadline has passed; return the next deadline (None when all sent)."""
@@ -186,7 +192,7 @@ class Stream:
         self._write(-1, _silence_burst(self.clip.silence, self.flush_frames))
         if self.phase == Phase.DONE:
             return  # the writes failed and finished the stream: no echo to wait for
-        self._flush_timer = self._streamer.loop.timer(self.flush_timeout_s)
+        self._flush_timer = self.streamer.loop.timer(self.flush_timeout_s)
         self._flush_timer.start(self._on_flush_timeout)
 
     def _on_flush_timeout(self) -> None:
@@ -249,7 +255,8 @@ class Stream:
             code, reason = wsframe.parse_close_payload(frame.payload)
             self.close_code = code
             detail = f"code {code}" if code is not None else "no status code"
-            self.finish(Outcome.DISCONNECTED, f"server closed the connection ({detail}{': ' + reason if reason else ''})")
+            suffix = f": {reason}" if reason else ""
+            self.finish(Outcome.DISCONNECTED, f"server closed the connection ({detail}{suffix})")
         elif op == wsframe.OP_TEXT:
             self.finish(Outcome.PROTOCOL_ERROR, "server sent a text frame (the protocol is binary msgpack)")
 
@@ -262,7 +269,7 @@ class Stream:
                 self.phase = Phase.STREAMING
                 self.t_start = now
                 self.ready.set()
-                self._streamer._schedule(self, now)
+                self.streamer._schedule(self, now)
             elif isinstance(msg, P.Error):
                 rejected = P.NO_FREE_CHANNELS in msg.message
                 self.finish(Outcome.REJECTED if rejected else Outcome.SERVER_ERROR, f"server: {msg.message}")
@@ -345,7 +352,7 @@ class Streamer:
         self.loop = loop
         self._heap: list[tuple[float, int, Stream]] = []
         self._seq = itertools.count()
-        self._tick = None
+        self._tick: Any = None  # a libev timer (untyped)
         self.active = 0
 
     def add(self, stream: Stream) -> None:

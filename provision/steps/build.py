@@ -74,7 +74,8 @@ def build_script(ctx: Context, fp: dict[str, Any], force: bool) -> str:
         ]
     else:
         # --locked: the published lock pins candle 0.9.1 / cudarc 0.16.2; unlocked resolution breaks pre-Ampere
-        lines.append(f"cargo install --locked --features cuda {'--force ' if force else ''}{q(h.crate)}@{h.crate_version}")
+        force_flag = "--force " if force else ""
+        lines.append(f"cargo install --locked --features cuda {force_flag}{q(h.crate)}@{h.crate_version}")
     return "\n".join(lines) + "\n"
 
 
@@ -105,7 +106,8 @@ class BuildServer:
 
     def apply(self, ctx: Context, check: Check) -> str:
         fp = desired_fingerprint(ctx)
-        force = ctx.run(f"test -x {shlex.quote(server_binary(ctx))}").ok  # same version, other cap: cargo says "already installed"
+        # Same version, other compute cap: cargo would say "already installed".
+        force = ctx.run(f"test -x {shlex.quote(server_binary(ctx))}").ok
         log = run_detached(ctx, "build", build_script(ctx, fp, force), "server build failed",
                            timeout_s=BUILD_TIMEOUT_S, poll_s=self.poll_s)
         ctx.state["build"] = fp

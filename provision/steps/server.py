@@ -148,12 +148,13 @@ class WaitReady(CheckOnly):
 
     def check(self, ctx: Context) -> Check:
         for inst in ctx.instances:
-            alive = lambda: servers.pane_pid(ctx, inst.session) is not None  # noqa: E731
+            # Both lambdas are called within this iteration only (B023 cannot see that).
+            alive = lambda: servers.pane_pid(ctx, inst.session) is not None  # noqa: E731, B023
             if ctx.plan:
                 if not alive() or not probe_instance(ctx, inst).ready:
                     return Check.change(f"wait for Ready on {inst.session} (port {inst.port})")
                 continue
-            result = wait_ready(lambda: probe_instance(ctx, inst), alive, ctx.host.ready_timeout, self.interval)
+            result = wait_ready(lambda: probe_instance(ctx, inst), alive, ctx.host.ready_timeout, self.interval)  # noqa: B023
             if not result.ready:
                 tail = ctx.run(f"tail -n 15 {shlex.quote(inst.log_path)} 2>/dev/null").stdout
                 raise StepError(f"{inst.session} (port {inst.port}): {result.reason}; server log:\n"

@@ -13,7 +13,8 @@ BUILD_PACKAGES = ["build-essential", "pkg-config", "libssl-dev", "cmake", "git",
 
 
 def _privileges(ctx: Context) -> str:
-    """'root' or 'sudo'; raises when neither works. Passwordless sudo is tried first so nothing ever waits on a prompt."""
+    """'root' or 'sudo'; raises when neither works. Passwordless sudo is tried first so nothing ever waits on a
+    prompt."""
     if ctx.facts.is_root:
         return "root"
     if not ctx.facts.has("sudo"):

@@ -142,7 +142,7 @@ class CapacitySearch:
                 if t["passed"] and (row["capacity_streams"] is None or t["streams"] > row["capacity_streams"]):
                     row["capacity_streams"] = t["streams"]
         for url, row in out.items():
-            above = [lv.per_target[url] for lv in sorted(self.levels, key=lambda l: l.users)
+            above = [lv.per_target[url] for lv in sorted(self.levels, key=lambda lv: lv.users)
                      if url in lv.per_target and not lv.per_target[url]["passed"]
                      and lv.per_target[url]["streams"] > (row["capacity_streams"] or 0)]
             row["broken_first"] = above[0]["broken"] if above else []
@@ -156,7 +156,7 @@ class CapacitySearch:
             "resolution": self.spec.resolution,
             "first_bad_users": bad.users if bad else None,
             "broken_first": (bad.broken or (["rejections"] if bad.rejection_rate > 0 else [])) if bad else [],
-            "levels": [lv.as_dict(self.spec.stop_on_rejection) for lv in sorted(self.levels, key=lambda l: l.users)],
+            "levels": [lv.as_dict(self.spec.stop_on_rejection) for lv in sorted(self.levels, key=lambda lv: lv.users)],
             "slos": list(self.spec.slos),
             "per_target": self.per_target(),
         }

@@ -27,8 +27,8 @@ def report_section(run_dir: Path) -> Section | None:
     rows = tuple((lv["users"], "holds" if lv["passed"] else "breaks",
                   ", ".join(lv["broken"] + (["generator send lag"] if lv["generator_bound"] else [])),
                   _percent(lv["rejection_rate"]), *lv["values"].values()) for lv in levels)
-    return Section("Capacity", tuple(answer_lines(answer)), ("streams", "verdict", "broken", "rejections", *slo_columns),
-                   rows, plot_capacity(answer, run_dir).name)
+    header = ("streams", "verdict", "broken", "rejections", *slo_columns)
+    return Section("Capacity", tuple(answer_lines(answer)), header, rows, plot_capacity(answer, run_dir).name)
 
 
 def _percent(v: object) -> object:

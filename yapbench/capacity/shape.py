@@ -115,6 +115,7 @@ class CapacityShape(LoadTestShape):
         return {"summary": self._summary(pooled_from, w_start + self.spec.window_s), "windows": n, "stable": stable}
 
     def _advance(self, result: dict) -> None:
+        assert self.users is not None  # a level is running
         level = evaluate_level(self.users, result["summary"], self.conditions, result["windows"], result["stable"])
         held = level.passed(self.spec.stop_on_rejection)
         why = level.broken + (["rejections"] if level.rejection_rate > 0 else []) + (

@@ -18,7 +18,8 @@ SERVER_HELP = "HOST:PORT or ws:// URL (default $YAP_ADDR:$YAP_PORT or 127.0.0.1:
 
 def add_single_stream_options(parser: argparse.ArgumentParser, speed_default: float = 1.0) -> None:
     parser.add_argument("--server", default=None, help=SERVER_HELP)
-    parser.add_argument("--rtf", dest="speed_alias", type=float, default=None, help="alias of --speed (the seed's name)")
+    parser.add_argument("--rtf", dest="speed_alias", type=float, default=None,
+                        help="alias of --speed (the seed's name)")
     add_cli_options(parser, On.SINGLE)
     parser.set_defaults(speed=speed_default)
 

@@ -16,11 +16,12 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import gevent
 from locust import events
 from locust.env import Environment
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import MasterRunner, Runner, WorkerRunner
 
 from .. import __version__
 from ..corpus import Corpus, build_corpus
@@ -51,7 +52,7 @@ class Recorder:
 
     def __init__(self, environment: Environment) -> None:
         self.environment = environment
-        opts = environment.parsed_options
+        opts = self.opts
         self.is_worker = isinstance(environment.runner, WorkerRunner)
         self.is_master = isinstance(environment.runner, MasterRunner)
         self.live = LiveStats()
@@ -77,12 +78,23 @@ class Recorder:
         self.remote_gpus: list = []
         self.worker_watch: WorkerWatch | None = None
         self.stopping = False  # set when the load starts stopping: users start no new session from then on
-        if self.is_master:
+        if isinstance(environment.runner, MasterRunner):
             self.worker_watch = WorkerWatch(environment.runner,
-                                            lambda losses: self.runlog.write_meta({"workers_lost": losses}))
+                                            lambda losses: self._write_meta({"workers_lost": losses}))
+
+    @property
+    def opts(self) -> Any:
+        """Locust's parsed options (a Namespace): set before any init listener runs."""
+        assert self.environment.parsed_options is not None
+        return self.environment.parsed_options
+
+    @property
+    def runner(self) -> Runner:
+        assert self.environment.runner is not None
+        return self.environment.runner
 
     def _session_cfg(self) -> SessionConfig:
-        opts = self.environment.parsed_options
+        opts = self.opts
         cfg = session_config(opts, self.targets[0], worker=worker_name())
         return replace(cfg, api_key=opts.api_key) if opts.api_key else cfg
 
@@ -96,20 +108,21 @@ class Recorder:
             self.poller.stop()
         self.poller = None
         if not self.is_worker or self.policy == "least_loaded":
-            self.poller = SlotPoller(self.targets, None if self.is_worker else self.runlog.dir)
+            self.poller = SlotPoller(self.targets, None if self.runlog is None else self.runlog.dir)
             self.poller.start()
 
     # -- inputs shared by the process's users ----------------------------------------------------------------
 
     def next_target(self) -> str:
         """The target for a new session: round robin over --host's list, or the one with most free slots."""
-        if self.policy == "least_loaded" and self.poller is not None and self.poller.latest:
-            if self.poller.generation != self._poll_generation:
-                self._poll_generation = self.poller.generation
+        poller = self.poller
+        if self.policy == "least_loaded" and poller is not None and poller.latest:
+            if poller.generation != self._poll_generation:
+                self._poll_generation = poller.generation
                 self._started_since_poll = {}
 
             def headroom(t: str) -> int:
-                free = self.poller.free(t)
+                free = poller.free(t)
                 return (-1 << 30 if free is None else free) - self._started_since_poll.get(t, 0)
 
             target = max(self.targets, key=headroom)
@@ -155,7 +168,8 @@ class Recorder:
 
     def drain_workers(self) -> None:
         """Master: ask every worker for its last records and wait for them (bounded)."""
-        runner = self.environment.runner
+        runner = self.runner
+        assert isinstance(runner, MasterRunner)
         if self.worker_watch is not None:
             self.worker_watch.stop()  # workers leaving from here on are the end of the run, not losses
         expected = runner.worker_count
@@ -177,9 +191,9 @@ class Recorder:
 
     def on_drain_request(self) -> None:
         """Worker: stop the users (in-flight sessions end as cancelled and are recorded), then ship the outbox."""
-        self.environment.runner.stop()
+        self.runner.stop()
         batch, self.outbox = self.outbox, []
-        self.environment.runner.send_message(DRAINED, batch)
+        self.runner.send_message(DRAINED, batch)
 
     def refresh_active(self) -> None:
         if not self.is_master:
@@ -188,8 +202,8 @@ class Recorder:
     # -- run.json ---------------------------------------------------------------------------------------------
 
     def write_start_meta(self) -> None:
-        opts = self.environment.parsed_options
-        self.runlog.write_meta({
+        opts = self.opts
+        self._write_meta({
             "yapbench_version": __version__,
             "started_at": time.time(),
             "targets": self.targets,
@@ -211,10 +225,15 @@ class Recorder:
     def mark(self, key: str) -> None:
         """run.json: when the last user started (spawning_complete; again at each change of a shape) and when the
         load stopped: the boundaries of the report's phases (report/phases.py)."""
-        self.runlog.write_meta({key: time.time()})
+        self._write_meta({key: time.time()})
 
     def write_end_meta(self) -> None:
+        assert self.runlog is not None
         self.runlog.write_meta({"ended_at": time.time(), "sessions": self.runlog.sessions_written})
+
+    def _write_meta(self, meta: dict) -> None:
+        assert self.runlog is not None  # the master's or a standalone process's
+        self.runlog.write_meta(meta)
 
 
 def parse_targets(host: str | None) -> list[str]:
@@ -266,13 +285,14 @@ def _on_init(environment: Environment, **_kw) -> None:
     environment.events.test_stopping.add_listener(lambda **_: setattr(rec, "stopping", True))
     if rec.is_worker:
         environment.events.report_to_master.add_listener(lambda client_id, data, **_: rec.on_report_to_master(data))
-        environment.runner.register_message(DRAIN, lambda **_: rec.on_drain_request(), concurrent=True)
+        rec.runner.register_message(DRAIN, lambda **_: rec.on_drain_request(), concurrent=True)
     if rec.runlog is not None:
         environment.events.spawning_complete.add_listener(lambda **_: rec.mark(SPAWNING_COMPLETE_KEY))
         environment.events.test_stopping.add_listener(lambda **_: rec.mark(STOPPING_KEY))
     if rec.is_master:
-        environment.events.worker_report.add_listener(lambda client_id, data, **_: rec.on_worker_report(client_id, data))
-        environment.runner.register_message(DRAINED, lambda msg, **_: rec.on_drained(msg))
+        environment.events.worker_report.add_listener(
+            lambda client_id, data, **_: rec.on_worker_report(client_id, data))
+        rec.runner.register_message(DRAINED, lambda msg, **_: rec.on_drained(msg))
         environment.events.test_stopping.add_listener(lambda **_: rec.drain_workers())
     if rec.runlog is not None:
         log.info("yapbench: run directory %s", rec.runlog.dir)
@@ -293,10 +313,10 @@ def _on_test_start(environment: Environment, **_kw) -> None:
         rec.gpu = GpuSampler(rec.runlog.dir).start()
         if rec.gpu.note:
             log.info("yapbench: %s", rec.gpu.note)
-        if environment.parsed_options.provision:
+        if rec.opts.provision:
             from .provisioned import remote_gpu_samplers
 
-            rec.remote_gpus = remote_gpu_samplers(environment.parsed_options, rec.runlog.dir)
+            rec.remote_gpus = remote_gpu_samplers(rec.opts, rec.runlog.dir)
 
 
 @events.test_stop.add_listener

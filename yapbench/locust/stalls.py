@@ -47,7 +47,7 @@ def _frameinfo(frame: FrameType) -> inspect.Traceback:
 
 
 locust.argument_parser.default_args_dict = _default_args_dict
-locust.runners.inspect = SimpleNamespace(stack=_stack, getframeinfo=_frameinfo)  # type: ignore[attr-defined]
+locust.runners.inspect = SimpleNamespace(stack=_stack, getframeinfo=_frameinfo)  # type: ignore[attr-defined,assignment]
 
 
 @events.init.add_listener

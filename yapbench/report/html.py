@@ -23,7 +23,8 @@ def render(summary: dict, images: dict[str, str | None], notes: list[str], secti
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(summary["window"]["start"]))
     parts = []
     if summary.get("generator_overloaded"):
-        parts.append(f'<div class="warning">Generator send lag p99 is {summary["send_lag"]["p99"]:.1f} ms (&gt; 10 ms): '
+        lag = summary["send_lag"]["p99"]
+        parts.append(f'<div class="warning">Generator send lag p99 is {lag:.1f} ms (&gt; 10 ms): '
                      "this run measured the generator, not the server. Use more generator processes or hosts, "
                      "or fewer users per process.</div>")
     parts += [f'<div class="note">{_e(n)}</div>' for n in notes]

@@ -12,6 +12,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -215,7 +216,7 @@ def _span(meta: dict, sessions: pd.DataFrame, lo: float, hi: float) -> tuple[flo
     return start, max(end, start)
 
 
-def _as_float(v: object) -> float | None:
+def _as_float(v: Any) -> float | None:
     try:
         return float(v) if v is not None else None
     except (TypeError, ValueError):

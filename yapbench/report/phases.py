@@ -43,7 +43,8 @@ def phases_of(run: RunData, settle_s: float) -> list[Phase]:
         return []
     stop = min(stopping if stopping is not None else run.end, run.end)
     steady_start = min(max(spawned + settle_s, run.start), stop)
-    phases = [Phase("ramp", run.start, steady_start), Phase("steady", steady_start, stop), Phase("drain", stop, run.end)]
+    phases = [Phase("ramp", run.start, steady_start), Phase("steady", steady_start, stop),
+              Phase("drain", stop, run.end)]
     return [p for p in phases if p.end > p.start or p.name == "steady"]
 
 

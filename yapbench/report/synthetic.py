@@ -39,7 +39,8 @@ class Spec:
     seed: int = 1
 
 
-def make_run(run_dir: str | Path, spec: Spec = Spec()) -> Path:
+def make_run(run_dir: str | Path, spec: Spec | None = None) -> Path:
+    spec = spec or Spec()
     rng = np.random.default_rng(spec.seed)
     d = Path(run_dir)
     log = RunLog(d)

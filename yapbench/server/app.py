@@ -97,7 +97,7 @@ class Server:
             return
         log.info("handling batched asr-streaming query conn=%d addr=%s", conn.conn_id, req.header("x-real-ip"))
         header_key = req.header(API_KEY_HEADER)
-        query_key = (req.query.get(AUTH_QUERY_PARAM) or [None])[0]
+        query_key = next(iter(req.query.get(AUTH_QUERY_PARAM, ())), None)
         key = header_key if header_key is not None else query_key  # the header decides whenever it is present
         if key not in self.config.authorized_ids:
             log.info("auth failed conn=%d (%s)", conn.conn_id, "header" if header_key is not None else

@@ -110,7 +110,8 @@ def _asr_module(modules: dict[str, Any], where: str) -> dict[str, Any]:
     batched = [(name, m) for name, m in modules.items() if isinstance(m, dict) and m.get("type") == "BatchedAsr"]
     if not batched:
         kinds = sorted({str(m.get("type")) for m in modules.values() if isinstance(m, dict)})
-        raise UserError(f"{where}: no [modules.*] table with type = \"BatchedAsr\" (found: {', '.join(kinds) or 'none'})")
+        found = ", ".join(kinds) or "none"
+        raise UserError(f"{where}: no [modules.*] table with type = \"BatchedAsr\" (found: {found})")
     if len(batched) > 1:
         raise UserError(f"{where}: several BatchedAsr modules ({', '.join(n for n, _ in batched)}); serve one")
     return batched[0][1]
@@ -140,6 +141,7 @@ def load_config(path: str | Path | None = None) -> ServerConfig:
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{where}: not valid TOML ({exc})") from None
     raw = expand_env(raw)
+    kind: type
     for key, kind in (("static_dir", str), ("log_dir", str), ("instance_name", str), ("authorized_ids", list)):
         _require(raw, key, kind, where)
     asr = _asr_module(raw.get("modules") or {}, where)

@@ -171,15 +171,14 @@ class ModelLoop:
             frame = None
             if s.inbox:
                 msg = s.inbox.popleft()
-                kind = type(msg)
-                if kind is Audio:
+                if type(msg) is Audio:
                     frame = s.buf.extend(msg.pcm)
-                elif kind is Init:
+                elif type(msg) is Init:
                     s.sink.queue("Ready", READY_BYTES, Ready())
                     to_flush.append(s)
                     self.engine.reset_slot(i)
                     s.words.reset()
-                elif kind is Marker:
+                elif type(msg) is Marker:
                     due = self.step_idx + self.delay + s.buf.size // FRAME_SAMPLES
                     heapq.heappush(self._markers, (due, self._marker_seq, i, s.channel_id, msg.id))
                     self._marker_seq += 1

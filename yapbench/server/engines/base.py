@@ -67,7 +67,7 @@ class Engine(ABC):
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
 
-    def warmup(self) -> None:
+    def warmup(self) -> None:  # noqa: B027 (optional: most engines need no warm-up)
         """Called once before the loop accepts work (the real server runs two steps on zeros here)."""
 
     @abstractmethod
@@ -82,5 +82,5 @@ class Engine(ABC):
     def detokenize(self, tokens: list[int]) -> str:
         """The text of one word from its pieces (sentencepiece `decode_piece_ids` in the real server)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: most engines hold nothing to release)
         """Release resources at shutdown."""

@@ -24,7 +24,6 @@ import torch
 from moshi.models import loaders
 from moshi.models.compression import MimiModel
 from moshi.models.lm import LMModel
-from moshi.quantization.core_vq import EuclideanCodebook
 
 from ...errors import UserError
 from .base import PAD, WORD_START

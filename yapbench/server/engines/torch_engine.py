@@ -33,6 +33,8 @@ from .torch_model import SttConfig, SttModel
 class StandInTokenizer(torch.nn.Module):
     """Frame -> codebook tokens by a fixed random projection, quantised; stands in for Mimi (not its cost)."""
 
+    proj: torch.Tensor  # a buffer, declared for the type checker
+
     def __init__(self, codebooks: int, vocab: int, device: torch.device, seed: int) -> None:
         super().__init__()
         self.levels = vocab - 1  # the last id of each codebook is the model's "initial" token, never produced
@@ -55,6 +57,9 @@ class TextSampler(torch.nn.Module):
     which gives them probabilities p_pad and p_start and leaves p_word = 1 - p_pad - p_start to word pieces.
     The ids the convention reserves (1, 2) are never sampled.
     """
+
+    bias: torch.Tensor  # buffers, declared for the type checker
+    keep: torch.Tensor
 
     def __init__(self, vocab: int, word_rate: float, word_start_rate: float, device: torch.device) -> None:
         super().__init__()
@@ -88,7 +93,8 @@ class TorchEngine(DeviceStepEngine):
         opts: dict[str, Any] = spec.options
         self.cfg = SttConfig.from_model_table(spec.model)
         self.model = SttModel(self.cfg, spec.batch_size, self.device, self.dtype, seed=spec.seed)
-        self.tokenizer = StandInTokenizer(self.cfg.audio_codebooks, self.cfg.audio_vocab_size, self.device, spec.seed + 1)
+        self.tokenizer = StandInTokenizer(self.cfg.audio_codebooks, self.cfg.audio_vocab_size, self.device,
+                                          spec.seed + 1)
         self.sampler = TextSampler(
             self.cfg.text_out_vocab_size, float(opts.get("word_rate", 0.2)), float(opts.get("word_start_rate", 0.1)),
             self.device,

@@ -144,6 +144,13 @@ class Layer(nn.Module):
 class SttModel(nn.Module):
     """The network and its per-slot streaming state for a fixed batch of `batch_size` slots."""
 
+    # Buffers (register_buffer), declared for the type checker.
+    codebook_offsets: torch.Tensor
+    cache_k: torch.Tensor
+    cache_v: torch.Tensor
+    pos: torch.Tensor
+    last_text: torch.Tensor
+
     def __init__(
         self, cfg: SttConfig, batch_size: int, device: torch.device, dtype: torch.dtype, seed: int = 0
     ) -> None:
