@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -17,10 +18,21 @@ SHORT = "real/en_ljspeech_*,real/en_picovoice_cheetah_test_en.wav"
 
 
 def locust_cmd(url: str, run_dir: Path, *extra: str, users=6, run_time="8s") -> list[str]:
-    """A short headless run's command line; options in `extra` override the defaults (argparse: last one wins)."""
+    """A short headless run's command line; options in `extra` override the defaults (argparse: last one wins).
+
+    A distributed run gets a master port of its own: with Locust's default (5557), the workers of two runs on one
+    machine at the same time would join whichever master they reach."""
+    port = str(free_port())
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
             "-u", str(users), "-r", str(users), "-t", run_time, "--host", url, "--run-dir", str(run_dir),
-            "--samples", SHORT, "--think-time", "0.1", "--stop-timeout", "20", "--speed", "2", "--no-report", *extra]
+            "--samples", SHORT, "--think-time", "0.1", "--stop-timeout", "20", "--speed", "2", "--no-report",
+            "--master-bind-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port, *extra]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_locust(server, run_dir: Path, *extra: str, users=6, run_time="8s", timeout=120,
