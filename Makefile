@@ -26,12 +26,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Debian packages the tests use for real parts: an OpenSSH server (provision), Chromium (the web UI), tmux.
+# Debian packages the tests use for real parts: an OpenSSH server (provision), Chromium (the web UI), tmux,
+# Prometheus (scrapes --prometheus-port and the servers' /metrics; started by the tests on loopback, no service).
 system-test-deps:
 	@missing=""; \
 	 command -v sshd >/dev/null || test -x /usr/sbin/sshd || missing="$$missing openssh-server openssh-client"; \
 	 command -v chromium >/dev/null || missing="$$missing chromium"; \
 	 command -v tmux >/dev/null || missing="$$missing tmux"; \
+	 command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	   echo "make: installing Debian packages:$$missing"; \

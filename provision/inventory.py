@@ -63,6 +63,11 @@ class HostSpec:
     def public_host(self) -> str:
         return self.ws_host or self.hostname
 
+    @property
+    def tunnel_addr(self) -> str:
+        """Where an SSH channel opened on this host reaches the server: its listen address, loopback for a wildcard."""
+        return "127.0.0.1" if self.addr in ("0.0.0.0", "::") else self.addr
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(HostSpec)}
 _INTS = {"ssh_port", "port", "batch_size"}

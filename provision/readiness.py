@@ -76,26 +76,35 @@ def wait_ready(probe: Callable[[], Probe], alive: Callable[[], bool], timeout: f
         time.sleep(interval)
 
 
-def http_get_json(open_channel: OpenChannel, host: str, port: int, path: str, timeout: float = 5.0) -> Any:
-    """GET a small JSON document (e.g. /api/modules_info) through the tunnel; None when unavailable."""
+def http_get(open_channel: OpenChannel, host: str, port: int, path: str, timeout: float = 5.0) -> bytes:
+    """GET `path` through the tunnel: the body of a 200 answer; OSError (with the status or the reason) otherwise."""
     try:
         chan = open_channel(host, port, timeout)
-    except Exception:
-        return None
+    except Exception as exc:  # paramiko ChannelException: nothing listening there
+        raise OSError(f"port {port} not accepting connections ({exc})") from None
     try:
         chan.settimeout(timeout)
         chan.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         buf = b""
-        while len(buf) < 1 << 20:
+        while len(buf) < 1 << 22:
             chunk = chan.recv(65536)
             if not chunk:
                 break
             buf += chunk
-        head, _, body = buf.partition(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.") or head.split()[1] != b"200":
-            return None
-        return json.loads(body)
-    except (OSError, ValueError, IndexError):
-        return None
     finally:
         chan.close()
+    head, _, body = buf.partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1:2]
+    if not head.startswith(b"HTTP/1.") or not status:
+        raise OSError(f"GET {path}: not an HTTP answer")
+    if status[0] != b"200":
+        raise OSError(f"GET {path}: HTTP {status[0].decode(errors='replace')}")
+    return body
+
+
+def http_get_json(open_channel: OpenChannel, host: str, port: int, path: str, timeout: float = 5.0) -> Any:
+    """GET a small JSON document (e.g. /api/modules_info) through the tunnel; None when unavailable."""
+    try:
+        return json.loads(http_get(open_channel, host, port, path, timeout))
+    except (OSError, ValueError):
+        return None

@@ -41,6 +41,9 @@ def test_locust_provisions_then_loads_the_servers(sshd, tmp_path):
         assert meta["targets"] == [f"ws://127.0.0.1:{port}/api/asr-streaming"]
         outcomes = [json.loads(line)["outcome"] for line in (run_dir / "sessions.jsonl").read_text().splitlines()]
         assert outcomes.count("ok") > 0 and "auth_failed" not in outcomes
+        # the servers' /metrics, scraped through the same SSH access while the load ran
+        scraped = (run_dir / "server_metrics.csv").read_text().splitlines()
+        assert len(scraped) >= 3 and all(line.split(",")[1] == meta["targets"][0] for line in scraped[1:]), scraped
         assert key not in proc.stdout + proc.stderr
         assert not any(key in p.read_text(errors="replace") for p in run_dir.iterdir() if p.is_file()
                        and p.suffix in (".json", ".jsonl", ".csv"))

@@ -38,6 +38,7 @@ COLUMNS = {
     runlog.SEND_LAG_HIST: runlog.SEND_LAG_HIST_DTYPE.names,
     runlog.GPU: runlog.GPU_COLUMNS,
     runlog.SERVER: runlog.SERVER_COLUMNS,
+    runlog.SERVER_METRICS: runlog.SERVER_METRICS_COLUMNS,
     runlog.WORDS_CSV: runlog.WORD_CSV_COLUMNS,
 }
 BINARY = {runlog.SESSIONS_BIN: runlog.SESSION_BIN_DTYPE, runlog.WORDS: runlog.WORD_DTYPE,

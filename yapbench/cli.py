@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "warmup": ("yapbench.commands.warmup", "health check: stream a short sample fast, OK or FAIL"),
     "report": ("yapbench.commands.report", "build report.html, PNGs and summary.json from a run directory"),
     "gate": ("yapbench.commands.gate", "apply thresholds (and a baseline) to a run: exit 0 pass, 1 fail"),
+    "compare": ("yapbench.commands.compare", "two or more runs side by side: differences with confidence intervals"),
     "capacity": ("yapbench.commands.capacity", "find the most real-time streams a server holds under SLOs"),
     "provision": ("yapbench.commands.provision", "deploy yap-server / moshi-server on GPU hosts over SSH"),
 }

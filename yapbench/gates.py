@@ -13,6 +13,12 @@ The gates file (docs/gates.md is the reference):
     [[regression]]                            # against --baseline: % is relative to the baseline's value
     metric = "first_word.p95"
     max_increase = "10%"
+    confidence = "95%"                        # and the change must be significant (bootstrap) to fail
+
+A percentile from too few values to mean anything (p99 of 40 sessions) is neither passed nor failed: the gate
+says "too few" and how many values it needs. A regression beyond its tolerance fails only when the difference is
+also significant at its confidence (a bootstrap interval of the difference, from both runs' raw records); with a
+bare summary.json for either run that cannot be tested, and the tolerance alone decides (the detail says so).
 
 Paths and units are those of the condition language (yapbench.slo). A metric the run did not observe fails its
 gate ("no data"); a path that is not in the schema, or a malformed file, is unusable input (exit 2).
@@ -30,13 +36,17 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
 from .errors import UserError
 from .slo import Condition, Kind, MetricPath, SloError, parse_condition, parse_path, parse_value
 
+if TYPE_CHECKING:
+    from .report.uncertainty import Interval
+
 GATE_KEYS = frozenset({"name", "condition", "metric", "max", "min"})
-REGRESSION_KEYS = frozenset({"name", "metric", "max_increase", "max_decrease"})
+REGRESSION_KEYS = frozenset({"name", "metric", "max_increase", "max_decrease", "confidence"})
+DEFAULT_CONFIDENCE = 0.95
 JUNIT = "gates.xml"
 T = TypeVar("T")
 
@@ -77,6 +87,7 @@ class Regression:
     max_decrease: Change | None = None
     name: str = ""
     line: int | None = None
+    confidence: float = DEFAULT_CONFIDENCE  # a change beyond the limits must also be significant at this level
 
     @property
     def title(self) -> str:
@@ -92,6 +103,7 @@ class Status(StrEnum):
     PASS = "pass"
     FAIL = "FAIL"
     SKIP = "skip"
+    TOO_FEW = "too few"  # a percentile from too few values: neither passed nor failed
 
 
 @dataclass(frozen=True)
@@ -126,19 +138,22 @@ class Verdict:
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) + ("  " + row[-1] if row[-1] else "")
                  for row in rows]
         verdict = "PASS" if self.passed else f"FAIL ({len(self.failures)} of {len(self.results)} gates failed)"
+        unjudged = sum(r.status is Status.TOO_FEW for r in self.results)
+        if unjudged:
+            verdict += f"; {unjudged} gate(s) not judged: too few values for their percentile"
         return "\n".join(lines + [verdict])
 
     def junit_xml(self, suite: str = "yapbench gates") -> str:
         root = ET.Element("testsuites")
         ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(self.results)),
                            failures=str(len(self.failures)), errors="0",
-                           skipped=str(sum(r.status is Status.SKIP for r in self.results)))
+                           skipped=str(sum(r.status in (Status.SKIP, Status.TOO_FEW) for r in self.results)))
         for r in self.results:
             case = ET.SubElement(ts, "testcase", classname="yapbench.gates", name=r.name)
             message = f"value {r.value}, limit {r.limit}" + (f" ({r.detail})" if r.detail else "")
             if r.status is Status.FAIL:
                 ET.SubElement(case, "failure", message=message, type="GateFailed").text = message
-            elif r.status is Status.SKIP:
+            elif r.status in (Status.SKIP, Status.TOO_FEW):
                 ET.SubElement(case, "skipped", message=r.detail)
             else:
                 ET.SubElement(case, "system-out").text = message
@@ -146,24 +161,36 @@ class Verdict:
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def evaluate(summary: dict, gates: Sequence[Check | str], baseline_summary: dict | None = None) -> Verdict:
-    """Apply gates (Gate, Regression, or condition strings such as "first_word.p95<=1200ms") to a summary."""
+# path, confidence -> the interval of (run - baseline) at that confidence, or None when it cannot be computed
+Significance = Callable[[MetricPath, float], "Interval | None"]
+
+
+def evaluate(summary: dict, gates: Sequence[Check | str], baseline_summary: dict | None = None,
+             significance: Significance | None = None) -> Verdict:
+    """Apply gates (Gate, Regression, or condition strings such as "first_word.p95<=1200ms") to a summary.
+    `significance` (report.uncertainty.significance_between) lets a regression fail only on a significant change."""
     results = []
     for g in gates:
         if isinstance(g, str):
             g = Gate(parse_condition(g))
-        results.append(_gate(g, summary) if isinstance(g, Gate) else _regression(g, summary, baseline_summary))
+        results.append(_gate(g, summary) if isinstance(g, Gate)
+                       else _regression(g, summary, baseline_summary, significance))
     return Verdict(tuple(results))
 
 
 def _gate(g: Gate, summary: dict) -> GateResult:
     r = g.condition.check(summary)
     path = g.condition.path
-    return GateResult(g.title, path.format(r.value), f"{g.condition.op} {path.format(g.condition.limit)}",
-                      Status.PASS if r.passed else Status.FAIL, "" if r.value is not None else "not observed")
+    limit = f"{g.condition.op} {path.format(g.condition.limit)}"
+    too_few = path.too_few(summary)
+    if too_few:
+        return GateResult(g.title, path.format(r.value), limit, Status.TOO_FEW, too_few)
+    return GateResult(g.title, path.format(r.value), limit, Status.PASS if r.passed else Status.FAIL,
+                      "" if r.value is not None else "not observed")
 
 
-def _regression(g: Regression, summary: dict, baseline: dict | None) -> GateResult:
+def _regression(g: Regression, summary: dict, baseline: dict | None,
+                significance: Significance | None = None) -> GateResult:
     value = g.path.value(summary)
     if baseline is None:
         return GateResult(g.title, g.path.format(value), "", Status.SKIP, "no baseline given")
@@ -177,9 +204,29 @@ def _regression(g: Regression, summary: dict, baseline: dict | None) -> GateResu
     limit += f" (baseline {g.path.format(base)})"
     if value is None:
         return GateResult(g.title, g.path.format(value), limit, Status.FAIL, "not observed")
+    for which, s in (("this run", summary), ("the baseline", baseline)):
+        too_few = g.path.too_few(s)
+        if too_few:
+            return GateResult(g.title, g.path.format(value), limit, Status.TOO_FEW, f"{which}: {too_few}")
     ok = (hi is None or value <= hi) and (lo is None or value >= lo)
     change = f"{100 * (value - base) / abs(base):+.1f}% vs baseline" if base else ""
-    return GateResult(g.title, g.path.format(value), limit, Status.PASS if ok else Status.FAIL, change)
+    if ok:
+        return GateResult(g.title, g.path.format(value), limit, Status.PASS, change)
+    interval = significance(g.path, g.confidence) if significance else None
+    if interval is None:
+        return GateResult(g.title, g.path.format(value), limit, Status.FAIL,
+                          ", ".join(x for x in (change, "significance not tested (needs both run directories; "
+                                                "percentiles, means and rates only)") if x))
+    ci = f"{100 * g.confidence:g}% CI of the difference [{_signed(g.path, interval.lo)}, {_signed(g.path, interval.hi)}]"
+    significant = interval.lo > 0 if (hi is not None and value > hi) else interval.hi < 0
+    if not significant:
+        return GateResult(g.title, g.path.format(value), limit, Status.PASS,
+                          ", ".join(x for x in (change, f"beyond the limit but not significant: {ci} includes 0") if x))
+    return GateResult(g.title, g.path.format(value), limit, Status.FAIL, ", ".join(x for x in (change, ci) if x))
+
+
+def _signed(path: MetricPath, v: float) -> str:
+    return ("+" if v >= 0 else "-") + path.format(abs(v))
 
 
 # --- the gates file ---------------------------------------------------------------------------------------------
@@ -255,7 +302,17 @@ def _make_regression(entry: dict, line: int | None) -> list[Regression]:
         raise _EntryError("metric", "needs max_increase and/or max_decrease")
     path = _slo("metric", parse_path, _text(entry, "metric"), f"metric {entry['metric']!r}")
     return [Regression(path, _change(entry, "max_increase", path), _change(entry, "max_decrease", path),
-                       str(entry.get("name", "")), line)]
+                       str(entry.get("name", "")), line, _confidence(entry))]
+
+
+def _confidence(entry: dict) -> float:
+    if "confidence" not in entry:
+        return DEFAULT_CONFIDENCE
+    value = _slo("confidence", parse_value, _number_or_text(entry, "confidence"), Kind.FRACTION,
+                 f"confidence = {entry['confidence']!r}")
+    if not 0.5 <= value < 1.0:
+        raise _EntryError("confidence", "confidence must be at least 50% and below 100% (e.g. \"95%\" or 0.95)")
+    return value
 
 
 def _change(entry: dict, key: str, path: MetricPath) -> Change | None:
@@ -355,7 +412,13 @@ def check_run(run_dir: str | Path, gates: str | Path | None = None, conditions: 
     if not checks:
         raise UserError("no gates: give --gates FILE and/or --condition EXPR")
     summary = load_summary(run_dir)
-    return evaluate(summary, checks, load_summary(baseline) if baseline else None)
+    base = load_summary(baseline) if baseline else None
+    significance = None
+    if base is not None and Path(run_dir).is_dir() and Path(baseline).is_dir():
+        from .report.uncertainty import significance_between
+
+        significance = significance_between(run_dir, baseline)
+    return evaluate(summary, checks, base, significance)
 
 
 def publish(verdict: Verdict, run_dir: str | Path, junit: str | Path | None = None) -> int:

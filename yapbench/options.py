@@ -140,6 +140,8 @@ OPTIONS: tuple[Option, ...] = (
          help="baseline run directory for the gates' regression limits"),
     _opt("--no-report", on=On.RUN | On.LOCUST | On.PASSED, action="store_true", default=False,
          help="do not build the HTML report at the end (summary.json is still written)"),
+    _opt("--prometheus-port", on=LOAD | On.LOCUST | On.PASSED, type=int, default=None, metavar="PORT",
+         help="serve live load metrics for Prometheus on this port, on the master (docs/telemetry.md)"),
 )
 
 

@@ -10,6 +10,7 @@ docs/run-directory.md documents this module (a test checks that the two agree). 
     send_lag_hist.bin   the same lags as a log-bucketed histogram per second (SEND_LAG_HIST_DTYPE, yapbench.loghist)
     gpu.csv             NVML / nvidia-smi samples (GPU_COLUMNS), when a GPU was visible
     server.csv          /api/modules_info polls (SERVER_COLUMNS)
+    server_metrics.csv  the servers' /metrics per scrape interval (SERVER_METRICS_COLUMNS)
 
 Schema 1 (run.json without `schema`) had words.csv (WORD_CSV_COLUMNS) and no histogram; it still loads.
 Everything is append-only and flushed per batch; readers tolerate a torn last record (a kill -9 mid-write).
@@ -45,6 +46,7 @@ SEND_LAG = "send_lag.bin"
 SEND_LAG_HIST = "send_lag_hist.bin"
 GPU = "gpu.csv"
 SERVER = "server.csv"
+SERVER_METRICS = "server_metrics.csv"
 
 SESSION_COLUMNS = (
     "session_id", "worker", "target", "sample", "speed", "started_at", "ended_at", "outcome", "error", "close_code",
@@ -92,6 +94,10 @@ SERVER_COLUMNS = ("t", "target", "used_slots", "total_slots")
 GPU_DTYPES = {"t": "float64", "gpu": "int64", "name": "string", "util_pct": "float64", "mem_used_mib": "float64",
               "mem_total_mib": "float64", "power_w": "float64", "temp_c": "float64", "sm_clock_mhz": "float64"}
 SERVER_DTYPES = {"t": "float64", "target": "string", "used_slots": "float64", "total_slots": "float64"}
+# the servers' Prometheus /metrics per scrape interval (yapbench.servermetrics, docs/telemetry.md)
+SERVER_METRICS_COLUMNS = ("t", "target", "open_channels", "connects", "steps", "step_mean_ms", "step_p50_ms",
+                          "step_p99_ms", "slow_steps", "closed", "closed_mean_steps")
+SERVER_METRICS_DTYPES = {c: "string" if c == "target" else "float64" for c in SERVER_METRICS_COLUMNS}
 
 # Raw lags beyond this many frames (~300 MB) are only counted in the histogram: a one-hour run at 10,000 streams
 # sends 450 M frames. Below it, send-lag percentiles are exact.

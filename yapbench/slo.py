@@ -15,6 +15,7 @@ need a look.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from .report.schema import (ALIASES, DISTRIBUTIONS, GPU_FIELDS, OUTCOMES, RATES,
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq,
 }
+MIN_TAIL = 5  # values a percentile needs beyond it, on its shorter side, to be more than noise
 _CONDITION = re.compile(r"^\s*(?P<path>[^<>=\s]+)\s*(?P<op><=|>=|==|<|>)\s*(?P<value>.+?)\s*$")
 _VALUE = re.compile(r"^(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>ms|s|%)?$")
 
@@ -55,6 +57,28 @@ class MetricPath:
     def value(self, summary: dict) -> float | None:
         """The number at this path, or None when the run did not observe it."""
         return number_at(summary, self.keys)
+
+    @property
+    def min_samples(self) -> int | None:
+        """Values a percentile (`...p99`) needs before it says more than noise: MIN_TAIL of them beyond it on the
+        shorter side (p99: 500, p95: 100, p50: 10). None for other numbers."""
+        stat = self.keys[-1]
+        if len(self.keys) < 2 or not (stat.startswith("p") and stat[1:].isdigit()):
+            return None
+        q = int(stat[1:]) / 100.0
+        return math.ceil(MIN_TAIL / min(q, 1.0 - q) - 1e-9)
+
+    def count(self, summary: dict) -> float | None:
+        """How many values the statistic at this path was computed from, when the summary says."""
+        return MetricPath((*self.keys[:-1], "count"), Kind.NUMBER).value(summary) if len(self.keys) >= 2 else None
+
+    def too_few(self, summary: dict) -> str | None:
+        """Why this percentile cannot be judged in `summary` (too few values), or None when it can."""
+        need, count = self.min_samples, self.count(summary)
+        if need is None or not count or count >= need:
+            return None
+        return (f"too few values for {self.keys[-1]}: {int(count)}, it needs >= {need} "
+                f"({MIN_TAIL} beyond the percentile)")
 
     def format(self, v: float | None) -> str:
         if v is None:

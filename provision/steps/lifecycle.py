@@ -57,7 +57,7 @@ class ServerStatus(CheckOnly):
                 entry["url"] = ws_url(ctx.host, insts[session])
                 entry["ready"] = (probe_instance(ctx, insts[session]).reason if ctx.secrets.api_key
                                   else "unknown (no KYUTAI_API_KEY)")
-                host = "127.0.0.1" if ctx.host.addr in ("0.0.0.0", "::") else ctx.host.addr
+                host = ctx.host.tunnel_addr
                 entry["slots"] = _slots(http_get_json(ctx.ex.open_channel, host, port, "/api/modules_info"))
             if rec.get("log"):
                 log = shlex.quote(rec["log"])

@@ -134,7 +134,7 @@ class StartServer:
 
 
 def probe_instance(ctx: Context, inst: Instance, timeout: float = 5.0) -> Probe:
-    host = "127.0.0.1" if ctx.host.addr in ("0.0.0.0", "::") else ctx.host.addr
+    host = ctx.host.tunnel_addr
     return handshake(ctx.ex.open_channel, host, inst.port, ctx.secrets.require_api_key(), timeout)
 
 

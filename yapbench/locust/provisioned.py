@@ -1,5 +1,6 @@
 """`--provision hosts.toml`: bring the servers up (provision.api) before the load, on the master only; then point
-the load at them and sample their GPUs over the same SSH access.
+the load at them, and sample their GPUs and scrape their /metrics over the same SSH access (so telemetry works
+even where only the WebSocket port, or no port at all, is open to the generator).
 
 Workers need nothing of this: Locust's master sends them the host list with every spawn.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..gpu import RemoteGpuSampler
+from ..servermetrics import METRICS_PATH, Fetch, ScrapeError
 
 log = logging.getLogger("yapbench")
 
@@ -51,6 +53,45 @@ def remote_gpu_samplers(opts, run_dir: Path) -> list[RemoteGpuSampler]:
             log.warning("yapbench: %s: %s", host.name, sampler.note)
         samplers.append(sampler)
     return samplers
+
+
+def remote_metrics_fetchers(opts, targets: list[str]) -> tuple[dict[str, Fetch], list]:
+    """For each target served by a provisioned host: GET /metrics through an SSH channel to it. Returns the
+    fetchers and the executors to close at the end; a host that cannot be reached only logs a line (its targets
+    are then scraped over plain HTTP)."""
+    from urllib.parse import urlsplit
+
+    from provision.api import resolve_hosts
+    from provision.credentials import load_secrets
+    from provision.executor import connect
+    fetchers: dict[str, Fetch] = {}
+    executors = []
+    secrets = load_secrets()
+    for host in resolve_hosts(opts.provision):
+        mine = [t for t in targets if urlsplit(t).hostname == host.public_host]
+        if not mine:
+            continue
+        try:
+            executor = connect(host, ssh_options(opts), redact=secrets.redact)
+        except Exception as exc:
+            log.warning("yapbench: no server metrics over SSH from %s: %s", host.name, exc)
+            continue
+        executors.append(executor)
+        for target in mine:
+            fetchers[target] = _channel_fetch(executor, host.tunnel_addr, urlsplit(target).port, host.name)
+    return fetchers, executors
+
+
+def _channel_fetch(executor, addr: str, port: int, name: str) -> Fetch:
+    from provision.readiness import http_get
+
+    def fetch() -> str:
+        try:
+            return http_get(executor.open_channel, addr, port, METRICS_PATH, timeout=2.0).decode("utf-8", "replace")
+        except OSError as exc:
+            raise ScrapeError(f"{name} (over SSH): {exc}") from None
+
+    return fetch
 
 
 def provision_or_exit(environment) -> None:

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gevent
 from locust import events
@@ -56,6 +56,7 @@ class Recorder:
         self.is_worker = isinstance(environment.runner, WorkerRunner)
         self.is_master = isinstance(environment.runner, MasterRunner)
         self.live = LiveStats()
+        self.record_listeners: list[Callable[[list], None]] = []  # also fed every stored batch (the exporter)
         self.outbox: list = []
         self._worker_active: dict[str, int] = {}
         self._drained: set[str] = set()
@@ -144,6 +145,8 @@ class Recorder:
     def _store(self, batch: list) -> None:
         assert self.runlog is not None
         self.runlog.append(batch)
+        for listener in self.record_listeners:
+            listener(batch)
         # The live tab keeps every raw value (exact percentiles): only worth its memory when a web UI can show it;
         # a headless soak would otherwise grow by every session's values (the run directory has them all).
         if self.environment.web_ui is not None:

@@ -27,6 +27,7 @@ def build(run_dir: Path, sections: Sequence[Section] = (), settle_s: float | Non
         "latency_cdf": plots.latency_cdfs(plots.latency_values(run), run_dir),
         "timeseries": plots.timeseries(ts, run_dir, summary["phases"]),
         "gpu": plots.gpu(ts, run_dir),
+        "server": plots.server(ts, run_dir),
         "load_latency": plots.load_vs_latency(run, run_dir),
         "outcomes": plots.outcomes(summary["outcomes"], run_dir),
         "wer": plots.wer_by_sample(summary["wer_by_sample"], run_dir),
@@ -42,6 +43,9 @@ def _missing(run: RunData) -> list[str]:
     if run.gpu is None:
         notes.append("no GPU telemetry: gpu.csv is absent or empty (the generator saw no GPU through NVML, "
                      "or the server runs on another host)")
+    if run.server_metrics is None:
+        notes.append("no server metrics: server_metrics.csv is absent or empty (no target answered GET /metrics "
+                     "twice; the log names each target and why)")
     if run.sessions.empty:
         notes.append("no sessions: sessions.jsonl holds no complete line")
     return notes

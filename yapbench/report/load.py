@@ -35,6 +35,7 @@ class RunData:
     send_lag: SendLag
     gpu: pd.DataFrame | None
     server: pd.DataFrame | None
+    server_metrics: pd.DataFrame | None  # the servers' /metrics per scrape interval (yapbench.servermetrics)
     start: float  # epoch seconds: the run's (or the window's) start
     end: float
     notes: list[str] = field(default_factory=list)
@@ -90,6 +91,7 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
         send_lag=send_lag,
         gpu=_window(_read_csv(d / runlog.GPU, runlog.GPU_DTYPES, notes), lo, hi),
         server=_window(_read_csv(d / runlog.SERVER, runlog.SERVER_DTYPES, notes), lo, hi),
+        server_metrics=_window(_read_csv(d / runlog.SERVER_METRICS, runlog.SERVER_METRICS_DTYPES, notes), lo, hi),
         start=start,
         end=end,
         notes=notes,
@@ -109,7 +111,8 @@ def window(run: RunData, lo: float, hi: float) -> RunData:
                           "srow": new_row[srow[wkeep]].astype(np.int32)}, copy=False)
     return RunData(dir=run.dir, meta=run.meta, sessions=s[keep].reset_index(drop=True), words=words,
                    send_lag=run.send_lag.window(lo, hi), gpu=_window(run.gpu, lo, hi),
-                   server=_window(run.server, lo, hi), start=max(run.start, lo), end=max(min(run.end, hi), lo),
+                   server=_window(run.server, lo, hi), server_metrics=_window(run.server_metrics, lo, hi),
+                   start=max(run.start, lo), end=max(min(run.end, hi), lo),
                    notes=run.notes)
 
 

@@ -125,6 +125,43 @@ def gpu(ts: TimeSeries, out_dir: Path) -> str | None:
     return _save(fig, out_dir, "gpu.png")
 
 
+def server(ts: TimeSeries, out_dir: Path) -> str | None:
+    """The servers' own model step time beside the client's latency, open channels and the GPUs, on one time axis:
+    a step nearing the 80 ms frame is where latency starts to climb."""
+    if ts.server is None:
+        return None
+    from ..servermetrics import FRAME_S
+
+    panels = ["step", "latency", "channels"] + (["gpu"] if ts.gpu is not None else [])
+    fig = Figure(figsize=(13, 2.4 * len(panels)), layout="constrained")
+    axes = dict(zip(panels, fig.subplots(len(panels), 1, sharex=True)))
+    for target, g in ts.server.groupby("target"):
+        label = target if ts.server["target"].nunique() > 1 else "server"
+        for col, style in (("step_p50_ms", "-"), ("step_p99_ms", "--")):
+            axes["step"].plot(g["t"], g[col], style, linewidth=1, label=f"{label} {col[5:8]}")
+        axes["channels"].plot(g["t"], g["open_channels"], linewidth=1, drawstyle="steps-post",
+                              label=f"{label} open channels")
+    axes["step"].axhline(1000 * FRAME_S, color="C3", linewidth=0.8, linestyle=":", label="80 ms frame")
+    axes["step"].set_ylim(bottom=0)
+    axes["step"].set_title("model step time (ms), server histogram per scrape", fontsize=10, loc="left")
+    for col in ts.word_lag.columns:
+        axes["latency"].plot(ts.word_lag.index, ts.word_lag[col], linewidth=1, label=f"word lag {col}")
+    axes["latency"].set_title("client word lag (ms)", fontsize=10, loc="left")
+    axes["channels"].plot(ts.active.index, ts.active["active"], linewidth=1, drawstyle="steps-post", color="k",
+                          alpha=0.5, label="client active streams")
+    axes["channels"].set_title("streams", fontsize=10, loc="left")
+    if ts.gpu is not None:
+        for idx, g in ts.gpu.groupby("gpu"):
+            axes["gpu"].plot(g["t"], g["util_pct"], linewidth=1, label=f"gpu {idx}")
+        axes["gpu"].set_title("GPU utilisation (%)", fontsize=10, loc="left")
+    for ax in axes.values():
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left")
+    axes[panels[-1]].set_xlabel("seconds since start")
+    return _save(fig, out_dir, "server.png")
+
+
 def load_vs_latency(run: RunData, out_dir: Path) -> str | None:
     """First-word latency of each session against the number of streams open when it started."""
     served = run.sessions[run.sessions["served"] & run.sessions["first_word_ms"].notna()]

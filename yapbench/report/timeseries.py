@@ -28,6 +28,7 @@ class TimeSeries:
     rejections: pd.Series  # rejected sessions per second
     send_lag: pd.DataFrame  # p50, p99, max per bin (estimates within 1 %)
     gpu: pd.DataFrame | None  # per GPU: t, gpu, util_pct, mem_used_mib, power_w
+    server: pd.DataFrame | None  # per target and scrape: t, target, step_p50_ms, step_p99_ms, open_channels
 
 
 def bin_width(duration_s: float) -> float:
@@ -62,6 +63,8 @@ def build(run: RunData) -> TimeSeries:
         rejections=pd.Series(rej, index=np.arange(n_bins) * bin_s),
         send_lag=run.send_lag.per_bin(run.start, bin_s, {"p50": 0.5, "p99": 0.99, "max": 1.0}),
         gpu=gpu,
+        server=None if run.server_metrics is None else run.server_metrics.assign(t=run.server_metrics["t"] - run.start)[
+            ["t", "target", "step_p50_ms", "step_p99_ms", "open_channels"]],
     )
 
 
