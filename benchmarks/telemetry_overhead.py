@@ -21,7 +21,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from yapbench.promexport import LoadMetrics
-from yapbench.runlog import SEND_LAG_DTYPE
+from yapbench.runlog import SEND_LAG_DTYPE, WORD_DTYPE
 from yapbench.server.prom import AsrMetrics
 from yapbench.servermetrics import interval_row, parse_scrape
 
@@ -35,10 +35,11 @@ def batch(rng: np.random.Generator, sessions: int, targets: int) -> list:
     for i in range(sessions):
         record = {"outcome": "ok", "target": f"ws://gpu-{i % targets}:8080", "first_word_ms": float(rng.gamma(9, 40)),
                   "finalize_ms": float(rng.gamma(4, 20))}
-        words = [("s", j, "w", 0.0, 0.0, 0.0, float(v), 0.0, 0.0) for j, v in enumerate(rng.gamma(9, 30, WORDS))]
+        words = np.zeros(WORDS, dtype=WORD_DTYPE)
+        words["lag_ms"] = rng.gamma(9, 30, WORDS)
         lag = np.zeros(FRAMES, dtype=SEND_LAG_DTYPE)
         lag["lag_ms"] = rng.exponential(1.0, FRAMES)
-        out.append((record, words, lag.tobytes()))
+        out.append((record, words.tobytes(), lag.tobytes()))
     return out
 
 

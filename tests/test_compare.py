@@ -4,6 +4,7 @@ and a mark where it is significant; an older run directory (fewer fields and fil
 from __future__ import annotations
 
 import json
+import shutil
 import re
 from pathlib import Path
 
@@ -16,15 +17,16 @@ from yapbench.report.synthetic import Spec, make_run
 
 
 def older(src: Path, dst: Path) -> Path:
-    """The run as an early yapbench wrote it: no finalize/backlog/send-lag fields, no send_lag.bin, no telemetry
-    files, a run.json without a version."""
-    dst.mkdir()
+    """The run as an early yapbench wrote it: no finalize/backlog/send-lag fields or files, no sessions.bin, a
+    run.json without a version."""
+    shutil.copytree(src, dst)
+    for name in ("sessions.bin", "send_lag.bin", "send_lag_hist.bin", "gpu.csv", "server.csv", "summary.json"):
+        (dst / name).unlink(missing_ok=True)
     records = [json.loads(line) for line in (src / "sessions.jsonl").read_text().splitlines()]
     for rec in records:
         for key in ("finalize_ms", "backlog_max_ms", "send_lag_p50_ms", "send_lag_p99_ms", "send_lag_max_ms"):
             rec.pop(key, None)
     (dst / "sessions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (dst / "words.csv").write_bytes((src / "words.csv").read_bytes())
     meta = json.loads((src / "run.json").read_text())
     meta.pop("yapbench_version", None)
     (dst / "run.json").write_text(json.dumps(meta))

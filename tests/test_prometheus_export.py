@@ -18,7 +18,7 @@ import pytest
 
 from test_locust_runs import REPO, locust_cmd
 from yapbench.promexport import LoadMetrics
-from yapbench.runlog import SEND_LAG_DTYPE
+from yapbench.runlog import SEND_LAG_DTYPE, WORD_DTYPE
 
 DASHBOARD = REPO / "grafana" / "yapbench-dashboard.json"
 RATE_WINDOW = "20s"  # what Grafana's $__rate_interval stands for here: a few 1 s scrapes
@@ -113,7 +113,9 @@ def test_bulk_histograms_match_prometheus_bucket_semantics():
 
     ok = {"outcome": "ok", "target": "ws://a", "first_word_ms": 100.0, "finalize_ms": 50.0}
     rejected = {"outcome": "rejected", "target": "ws://a", "first_word_ms": None}
-    words = [("s", 0, "w", 0, 0, 0, lag_ms, 0, 0) for lag_ms in (50.0, 100.0, 400.0)]
+    word_records = np.zeros(3, dtype=WORD_DTYPE)
+    word_records["lag_ms"] = (50.0, 100.0, 400.0)
+    words = word_records.tobytes()
     metrics.add([(ok, words, lag([30.0] * 5 + [1.0] * 95)), (rejected, [], b"")])
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -20,18 +20,14 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from .metrics import NOT_SERVED
-from .runlog import SEND_LAG_DTYPE, WORD_COLUMNS
+from .runlog import Batch, send_lags, word_lags
 
 PREFIX = "yapbench"
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)  # seconds
 SEND_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 SEND_LAG_LIMIT_S = 0.010  # a p99 above this: the generator, not the server, sets the pace (docs/metrics.md)
 OVERLOAD_WINDOW_S = 30.0
-WORD_LAG = WORD_COLUMNS.index("lag_ms")
 NOT_SERVED_NAMES = frozenset(str(o) for o in NOT_SERVED)
-
-Batch = Iterable[tuple[dict, list, bytes]]  # runlog.rows_of() per session
-
 
 class BulkHistogram:
     """Cumulative bucket counts per label value, fed whole arrays at a time."""
@@ -91,10 +87,9 @@ class LoadMetrics(Collector):
                     if record.get(field) is not None:
                         hist.observe(target, np.array([record[field] / 1000.0]))
                 if words:
-                    lags = np.array([w[WORD_LAG] for w in words], dtype=np.float64) / 1000.0
-                    self.word_lag.observe(target, lags)
+                    self.word_lag.observe(target, word_lags(words).astype(np.float64) / 1000.0)
                 if send_lag:
-                    lags = np.frombuffer(send_lag, dtype=SEND_LAG_DTYPE)["lag_ms"].astype(np.float64) / 1000.0
+                    lags = send_lags(send_lag).astype(np.float64) / 1000.0
                     self.send_lag.observe("", lags)
                     self._recent_lags.append((now, lags))
             while self._recent_lags and self._recent_lags[0][0] < now - OVERLOAD_WINDOW_S:

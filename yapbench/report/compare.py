@@ -23,12 +23,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from ..slo import Kind, MetricPath, parse_path  # noqa: E402
 from .load import RunData, load_run  # noqa: E402
 from .html import _e, _table  # noqa: E402  (the report's own escaping and tables)
-from .plots import DPI  # noqa: E402
-from .plots import _cdf as cdf  # noqa: E402
+from .bulk import sample_cdf  # noqa: E402
+from .plots import CDF_POINTS, DPI  # noqa: E402
 from .schema import SESSION_METRICS, WORD_METRICS  # noqa: E402
 from .summary import summarize_data  # noqa: E402
 from .timeseries import build as build_timeseries  # noqa: E402
-from .uncertainty import Interval, difference, replicates  # noqa: E402
+from .uncertainty import Interval, difference, replicates, send_lag_values  # noqa: E402
 
 COMPARE_HTML = "compare.html"
 CONFIDENCE = 0.95
@@ -96,7 +96,7 @@ def _values(run: RunData, metric: str) -> np.ndarray:
         words = run.words[served[run.words["srow"].to_numpy()]] if len(run.words) else run.words
         v = words[WORD_METRICS[metric]].to_numpy(dtype=np.float64)
     else:
-        v = run.send_lag["lag_ms"].astype(np.float64)
+        v = send_lag_values(run)
     return v[~np.isnan(v)]
 
 
@@ -113,7 +113,7 @@ def cdfs(runs: list[Compared], out: Path) -> str | None:
         for r in runs:
             v = _values(r.run, metric)
             if v.size:
-                x, y = cdf(v)
+                x, y = sample_cdf(v, CDF_POINTS)
                 ax.plot(x, y, drawstyle="steps-post", label=f"{r.label.split(':')[0]} (n={v.size:,})")
                 hi = max(hi, float(np.percentile(v, 99.9)))
         ax.set_xlim(left=0, right=hi * 1.05 if hi > 0 else None)

@@ -145,7 +145,7 @@ def replicates(run: RunData, path: MetricPath, stream: int = 0, b: int = REPLICA
         ok = ~np.isnan(values)
         return _clustered(values[ok], session_of[ok], path, rng)
     elif head == SEND_LAG_METRIC and path.keys[0] != TARGETS:
-        values = run.send_lag["lag_ms"].astype(np.float64)
+        values = send_lag_values(run)
     else:
         return None
     values = values[~np.isnan(values)]
@@ -218,3 +218,8 @@ def difference(base: np.ndarray | None, other: np.ndarray | None, confidence: fl
     alpha = 1.0 - confidence
     lo, hi = np.quantile(diff, [alpha / 2, 1 - alpha / 2])
     return Interval(float(lo), float(hi), confidence)
+
+
+def send_lag_values(run: RunData) -> np.ndarray:
+    """The raw per-frame send lags; none when the run kept only the histogram (more frames than the raw file holds)."""
+    return run.send_lag.raw["lag_ms"].astype(np.float64) if run.send_lag.exact else np.zeros(0)
