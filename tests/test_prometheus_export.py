@@ -169,7 +169,8 @@ def test_the_web_ui_mode_exports_too(ref_server, tmp_path):
             ok = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                      if line.startswith('yapbench_sessions_total{outcome="ok"'))
         assert ok >= 2, "no sessions exported within 60 s"
-        written = [json.loads(line)["outcome"] for line in (tmp_path / "run" / "sessions.jsonl").read_text().splitlines()]
+        lines = (tmp_path / "run" / "sessions.jsonl").read_text().splitlines()
+        written = [json.loads(line)["outcome"] for line in lines]
         assert written.count("ok") >= ok  # a session is exported once the run directory holds it
         assert "yapbench_active_streams" in text and "yapbench_word_lag_seconds_bucket" in text
     finally:

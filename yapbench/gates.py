@@ -217,7 +217,8 @@ def _regression(g: Regression, summary: dict, baseline: dict | None,
         return GateResult(g.title, g.path.format(value), limit, Status.FAIL,
                           ", ".join(x for x in (change, "significance not tested (needs both run directories; "
                                                 "percentiles, means and rates only)") if x))
-    ci = f"{100 * g.confidence:g}% CI of the difference [{_signed(g.path, interval.lo)}, {_signed(g.path, interval.hi)}]"
+    bounds = f"[{_signed(g.path, interval.lo)}, {_signed(g.path, interval.hi)}]"
+    ci = f"{100 * g.confidence:g}% CI of the difference {bounds}"
     significant = interval.lo > 0 if (hi is not None and value > hi) else interval.hi < 0
     if not significant:
         return GateResult(g.title, g.path.format(value), limit, Status.PASS,
