@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_locust_runs import REPO, locust_cmd, server_counts
+from test_locust_runs import REPO, client_counts, locust_cmd, server_counts
 
 from provision import api, workers
 from provision.credentials import Secrets
@@ -65,16 +65,14 @@ def test_remote_worker_streams_for_a_local_master_and_its_records_reach_the_mast
     assert down.ok, down.error
     assert master.returncode == 0, stderr[-3000:]
 
-    sessions = [json.loads(line) for line in (run_dir / "sessions.jsonl").read_text().splitlines()]
-    by_worker = Counter(s["worker"] for s in sessions)
+    got = client_counts(run_dir)
+    by_worker = Counter(s["worker"] for s in got["sessions"])
     assert len(by_worker) == 1 and next(iter(by_worker)).endswith(f":{worker_pid}")  # the worker tmux runs
-    outcomes = Counter(s["outcome"] for s in sessions)
-    assert outcomes["ok"] >= 3 and set(outcomes) <= {"ok", "cancelled"}, outcomes
+    assert got["outcomes"]["ok"] >= 3 and set(got["outcomes"]) <= {"ok", "cancelled"}, got["outcomes"]
     server.stop()
     seen = server_counts(server.event_log)
-    assert seen["accepted"] == len(sessions) and seen["rejected"] == 0  # every session the worker opened is recorded
-    words = (run_dir / "words.csv").read_text().splitlines()
-    assert len(words) - 1 == seen["words"] > 0  # and every word the server sent it
+    assert seen["accepted"] == len(got["sessions"]) and seen["rejected"] == 0  # every session it opened is recorded
+    assert got["words"] == seen["words"] > 0  # and every word the server sent it
     log = (base / "worker.log").read_text()
     assert key not in log and key not in stderr
     tmux = subprocess.run(["tmux", "-L", sshd.tmux_socket, "has-session", "-t", "=" + workers.SESSION],
