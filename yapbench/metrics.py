@@ -6,7 +6,7 @@ directory stores them, the report and the gates read them back. Nothing rounds b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Iterable
 
@@ -32,6 +32,10 @@ NOT_SERVED = frozenset({Outcome.REJECTED, Outcome.AUTH_FAILED, Outcome.CONNECT_F
 # Outcomes that are not the server's fault: they do not count as errors.
 NOT_ERRORS = frozenset({Outcome.OK, Outcome.REJECTED, Outcome.CANCELLED})
 
+# End of turn as Unmute detects it: the pause head for "a pause within 2 s" (prs[2]) at or above 0.5, as received.
+EOT_HEAD = 2
+EOT_THRESHOLD = 0.5
+
 LATENCY_METRICS = ("connect_ms", "ready_ms", "first_response_ms", "first_word_ms", "finalize_ms", "backlog_max_ms")
 
 
@@ -45,6 +49,21 @@ class WordTiming:
     lag_ms: float  # t_recv(Word) - t_send(frame holding start_time)
     stop_time: float | None = None
     end_lag_ms: float | None = None  # t_recv(EndWord) - t_send(frame holding stop_time)
+
+
+@dataclass(slots=True)
+class TurnTiming:
+    """One turn of a conversation (docs/metrics.md, "Conversations"); times in ms, None when not observed."""
+
+    sample: str
+    speech_s: float
+    pause_after_s: float  # silence streamed after the turn, paced in real time
+    words: int  # Words whose start_time falls in this turn (its speech and the pause after it)
+    transcript: str
+    first_word_ms: float | None = None  # turn speech start (its first frame sent) to the turn's first Word
+    end_ms: float | None = None  # turn speech end (its last frame sent) to the turn's last Word
+    end_of_turn_ms: float | None = None  # turn speech end to the first Step with prs[EOT_HEAD] >= EOT_THRESHOLD
+    false_end_of_turn: int = 0  # rises of the prediction above the threshold inside the turn's speech
 
 
 @dataclass(slots=True)
@@ -74,6 +93,8 @@ class SessionResult:
     send_times: np.ndarray = field(default_factory=lambda: np.zeros(0))  # epoch s of each speech frame's send
     send_lag_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     worker: str = ""
+    turns: list[TurnTiming] = field(default_factory=list)  # a conversation's turns; [] for a single clip
+    end_of_turn_signal: bool | None = None  # a conversation's Steps carried the pause head (None: not a conversation)
 
     @property
     def transcript(self) -> str:
@@ -110,6 +131,8 @@ class SessionResult:
             "words": len(self.words),
             **_lag_stats(lags),
             "transcript": self.transcript,
+            "end_of_turn_signal": self.end_of_turn_signal,
+            "turns": [asdict(t) for t in self.turns],
         }
 
 

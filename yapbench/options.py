@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from .conversation import ConversationSpec, parse_conversation
 from .errors import UserError
 from .report.phases import DEFAULT_SETTLE_S
 from .samples import DEFAULT_MANIFEST
@@ -68,6 +69,15 @@ def _opt(*flags: str, on: On, cli: dict[str, Any] | None = None, group: str = ""
     return Option(flags, on, kwargs, cli or {}, group, secret)
 
 
+def _conversation_arg(value: str) -> str:
+    """argparse's check of --conversation (the value stays text: Locust's web UI form sets it as text too)."""
+    try:
+        parse_conversation(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 EMBEDDED = "embedded reference server (when neither --host nor --provision is given)"
 
 OPTIONS: tuple[Option, ...] = (
@@ -112,6 +122,10 @@ OPTIONS: tuple[Option, ...] = (
     _opt("--flush-timeout", on=SESSION, type=float, default=15.0, help="seconds to wait for the Marker echo"),
     _opt("--silence-prefix", on=SESSION, type=float, default=0.0,
          help="seconds of silence before the speech (the 2.6B model wants 1.0)"),
+    _opt("--conversation", on=On.RUN | LOCUST_FORM | On.PASSED, default="", type=_conversation_arg,
+         metavar="SPEC",
+         help="conversations: several turns on one connection with silence streamed between them, e.g. "
+              "'turns=3-6,pause=1.5-4s' (a single number is a fixed value); the Marker flush only at the end"),
     # -- the load over time (yapbench capacity sets these itself)
     _opt("-u", "--users", on=On.RUN | On.PASSED, type=int, default=20, help="concurrent streams (default 20)"),
     _opt("-r", "--spawn-rate", on=On.RUN | On.PASSED, type=float, default=5.0,
@@ -207,6 +221,14 @@ def session_config(args: Any, url: str, worker: str = "") -> SessionConfig:
             flush_timeout_s=args.flush_timeout,
             worker=worker,
         )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def conversation_spec(args: Any) -> ConversationSpec | None:
+    """The parsed --conversation of argparse's or Locust's options (also what the web UI form set), or None."""
+    try:
+        return parse_conversation(getattr(args, "conversation", "") or "")
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

@@ -8,6 +8,7 @@ once. This function blocks only the calling greenlet.
 from __future__ import annotations
 
 import _socket  # the C socket: the Streamer drives the raw fd from the hub, outside gevent's socket wrapper
+import bisect
 import ipaddress
 import itertools
 import os
@@ -22,7 +23,7 @@ import numpy as np
 
 from . import protocol as P
 from . import wsupgrade
-from .metrics import Outcome, SessionResult, WordTiming
+from .metrics import Outcome, SessionResult, TurnTiming, WordTiming
 from .streamer import MessageListener, PreparedClip, Stream, Streamer
 
 # perf_counter -> epoch seconds, fixed once per process so every record shares one clock.
@@ -249,6 +250,40 @@ def _fill_result(result: SessionResult, s: Stream, t_upgraded: float) -> None:
         words[idx].stop_time = stop
         words[idx].end_lag_ms = (t - sent_at(stop)) * 1000.0
     result.words = words
+    if s.clip.turns:
+        result.end_of_turn_signal = s.eot_signal
+        result.turns = _turn_timings(s, sent)
+
+
+def _turn_timings(s: Stream, sent: np.ndarray) -> list[TurnTiming]:
+    """Per-turn metrics of a conversation (docs/metrics.md): a Word belongs to the turn whose speech start is the
+    last at or before the word's start_time, so words of a turn's tail that the server dates into the pause after
+    it still count for that turn."""
+    turns = s.clip.turns
+    by_turn: list[list[tuple[str, float, float]]] = [[] for _ in turns]
+    for word in s.words:
+        frame = int(word[1] / P.FRAME_SECONDS + 1e-6)
+        by_turn[max(bisect.bisect_right(s.turn_starts, frame) - 1, 0)].append(word)
+
+    def sent_of(frame: int) -> float | None:
+        return float(sent[frame]) if frame < len(sent) else None
+
+    out = []
+    for k, turn in enumerate(turns):
+        words = by_turn[k]
+        nxt = turns[k + 1].start if k + 1 < len(turns) else s.clip.n_frames
+        t = TurnTiming(turn.sample, (turn.end - turn.start) * P.FRAME_SECONDS, (nxt - turn.end) * P.FRAME_SECONDS,
+                       len(words), " ".join(w[0] for w in words), false_end_of_turn=s.false_eot[k])
+        start, end = sent_of(turn.start), sent_of(turn.end - 1)
+        if words and start is not None:
+            t.first_word_ms = (words[0][2] - start) * 1000.0
+        if end is not None:
+            if words:
+                t.end_ms = (words[-1][2] - end) * 1000.0
+            if s.eot_recv[k] is not None:
+                t.end_of_turn_ms = (s.eot_recv[k] - end) * 1000.0
+        out.append(t)
+    return out
 
 
 def worker_name() -> str:

@@ -18,6 +18,7 @@ speech to a server under test has no such page, and masking each frame afresh co
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import itertools
@@ -33,7 +34,7 @@ import numpy as np
 
 from . import protocol as P
 from . import wsframe
-from .metrics import Outcome
+from .metrics import EOT_HEAD, EOT_THRESHOLD, Outcome
 
 TICK_S = 0.001  # pacing resolution: the hub wakes at most this often to send due frames
 RECV_BYTES = 65536  # one read; a fuller socket is read again at once (libev's io watchers are level-triggered)
@@ -44,6 +45,15 @@ _STEP_PAYLOAD_AT = 2  # after the frame's two header bytes (a Step is far shorte
 
 
 @dataclass(frozen=True)
+class Turn:
+    """One turn of a conversation: its sample and its speech frames [start, end) in the conversation's frames."""
+
+    sample: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class PreparedClip:
     """A clip as the wire carries it: masked WebSocket frames, built once, shared by all streams."""
 
@@ -51,6 +61,7 @@ class PreparedClip:
     frames: tuple[bytes, ...]  # speech (and optional silence prefix) frames, in order
     silence: bytes  # one masked frame of 1920 zeros, for the flush burst
     audio_s: float
+    turns: tuple[Turn, ...] = ()  # a conversation's turns (yapbench.conversation); () for a single clip
 
     @property
     def n_frames(self) -> int:
@@ -94,6 +105,8 @@ class Stream:
         self.flush_frames = flush_frames
         self.flush_timeout_s = flush_timeout_s
         self.listener = listener
+        # Steps are only counted, unless someone reads them: a listener, or a conversation's end-of-turn detection.
+        self.decode_steps = listener is not None or bool(clip.turns)
         self.phase = Phase.AWAIT_READY
         self.reader = wsframe.FrameReader(expect_masked=False)
         self.pending: deque[tuple[int, memoryview]] = deque()  # (frame index or -1, unsent bytes)
@@ -109,6 +122,11 @@ class Stream:
         self.backlog_max_ms: float | None = None
         self.words: list[tuple[str, float, float]] = []  # (text, start_time, t_recv)
         self.end_words: list[tuple[int, float, float]] = []  # (word index, stop_time, t_recv)
+        self.turn_starts = [t.start for t in clip.turns]
+        self.eot_recv: list[float | None] = [None] * len(clip.turns)  # first Step above threshold after each turn
+        self.false_eot = [0] * len(clip.turns)  # rises above the threshold inside each turn's speech
+        self.eot_signal = False  # a Step carried the end-of-turn head
+        self._eot_above = False
         self.outcome: Outcome | None = None
         self.error = ""
         self.close_code: int | None = None
@@ -214,7 +232,7 @@ class Stream:
                 self.finish(Outcome.DISCONNECTED, "server closed the connection without a close frame")
                 return
             now = time.perf_counter()
-            if (n == buf[1] + 2 and buf[0] == 0x82 and self.listener is None and not self.reader.pending
+            if (n == buf[1] + 2 and buf[0] == 0x82 and not self.decode_steps and not self.reader.pending
                     and buf.startswith(_STEP_PAYLOAD, _STEP_PAYLOAD_AT, n)):
                 self._on_step(now)  # the common case: exactly one Step frame arrived
             else:
@@ -240,7 +258,7 @@ class Stream:
     def _on_frame(self, frame: wsframe.Frame, now: float) -> None:
         op = frame.opcode
         if op == wsframe.OP_BINARY:
-            if self.listener is None and self.phase != Phase.AWAIT_READY and frame.payload.startswith(_STEP_PAYLOAD):
+            if not self.decode_steps and self.phase != Phase.AWAIT_READY and frame.payload.startswith(_STEP_PAYLOAD):
                 self._on_step(now)
                 return
             try:
@@ -280,6 +298,8 @@ class Stream:
             self.t_first_msg = now
         if isinstance(msg, P.Step):
             self._on_step(now)
+            if self.turn_starts and self.phase != Phase.DONE:
+                self._on_pause_prediction(msg.prs, now)
         elif isinstance(msg, P.Word):
             if self.t_first_word is None:
                 self.t_first_word = now
@@ -305,6 +325,22 @@ class Stream:
             backlog = (self.frames_sent - self.steps) * P.FRAME_SECONDS * 1000.0
             if self.backlog_max_ms is None or backlog > self.backlog_max_ms:
                 self.backlog_max_ms = backlog
+
+    def _on_pause_prediction(self, prs: tuple[float, ...], now: float) -> None:
+        """End-of-turn detection (docs/metrics.md): the server sends one Step per frame it processed, in order,
+        so the Step count says which frame (speech of a turn, or the silence after it) the prediction is about."""
+        if len(prs) <= EOT_HEAD:
+            return
+        self.eot_signal = True
+        above = prs[EOT_HEAD] >= EOT_THRESHOLD
+        frame = self.steps - 1
+        k = max(bisect.bisect_right(self.turn_starts, frame) - 1, 0)
+        if frame < self.clip.turns[k].end:
+            if above and not self._eot_above:
+                self.false_eot[k] += 1
+        elif above and self.eot_recv[k] is None:
+            self.eot_recv[k] = now
+        self._eot_above = above
 
     # -- ending -----------------------------------------------------------------------------------------------
 

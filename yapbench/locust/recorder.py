@@ -30,7 +30,7 @@ from ..gates import load_gates
 from ..gpu import GpuSampler
 from ..metrics import SessionResult
 from ..runlog import RunLog, default_run_dir, rows_of
-from ..options import server_urls, session_config
+from ..options import conversation_spec, server_urls, session_config
 from ..report.phases import SETTLE_KEY, SPAWNING_COMPLETE_KEY, STOPPING_KEY
 from ..samples import load_manifest, select
 from ..serverpoll import SlotPoller
@@ -71,6 +71,7 @@ class Recorder:
             self.runlog = RunLog(opts.run_dir or default_run_dir())
         self.targets = parse_targets(environment.host)  # validated now; refreshed at each test start
         self.session_cfg = self._session_cfg()  # likewise: a bad option or key file is one line and exit 2 here
+        self.conversation = conversation_spec(opts)
         self.policy = opts.target_policy
         self._next_target = 0
         self._started_since_poll: dict[str, int] = {}
@@ -104,6 +105,7 @@ class Recorder:
         --provision. The users' session settings are derived here once, not per user (the key file is read once)."""
         self.targets = parse_targets(self.environment.host)
         self.session_cfg = self._session_cfg()
+        self.conversation = conversation_spec(self.environment.parsed_options)
         # The master polls to record server.csv; a process that runs users polls when it routes by load.
         if self.poller is not None:
             self.poller.stop()

@@ -13,6 +13,7 @@ from dataclasses import replace
 import gevent
 from locust import User, task
 
+from ..conversation import draw_conversation
 from ..metrics import NOT_SERVED, Outcome, SessionResult
 from ..session import SessionCancelled, run_session
 from .recorder import recorder_for
@@ -56,7 +57,10 @@ class SttUser(User):
     def stream(self) -> None:
         if self.recorder.stopping:
             return  # the load is stopping: Locust's kill may still be on its way to this user, start nothing
-        sample, clip = self.recorder.corpus.pick(self.rng)
+        if self.recorder.conversation is not None:  # samples drawn per turn
+            clip = draw_conversation(self.recorder.conversation, lambda rng: self.recorder.corpus.pick(rng)[1], self.rng)
+        else:
+            clip = self.recorder.corpus.pick(self.rng)[1]
         cfg = replace(self.recorder.session_cfg, url=self.recorder.next_target())
         try:
             result = run_session(cfg, clip)

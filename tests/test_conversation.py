@@ -1,0 +1,103 @@
+"""Conversations: several turns on one connection against the reference server, per-turn metrics, the option."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+
+import pytest
+
+from yapbench.audio import load_clip
+from yapbench.conversation import ConversationSpec, build_conversation, parse_conversation
+from yapbench.metrics import Outcome
+from yapbench.options import On, add_cli_options
+from yapbench.protocol import FRAME_SECONDS
+from yapbench.samples import DEFAULT_MANIFEST
+from yapbench.server.engines.pause import loud_rows
+from yapbench.session import SessionConfig, run_session
+from yapbench.streamer import prepare_clip
+
+FIRST, SECOND = "real/en_ljspeech_LJ002-0020.wav", "real/en_ljspeech_LJ002-0035.wav"  # "In eighteen thirteen", ...
+PAUSE_S = 2.5
+
+
+SPEED = 2.0
+
+
+@pytest.fixture(scope="module")
+def pcm():
+    return {name: load_clip(DEFAULT_MANIFEST.parent / name).frames() for name in (FIRST, SECOND)}
+
+
+@pytest.fixture(scope="module")
+def two_turns(pcm):
+    return build_conversation([prepare_clip(name, frames) for name, frames in pcm.items()], [PAUSE_S, PAUSE_S])
+
+
+def expected_end_of_turn_ms(frames: np.ndarray) -> float:
+    """When the reference heads' prs[2] reaches 0.5 (1 - exp(-silence / 2 s)): the frame that completes
+    2 ln 2 s of silence after the turn's last loud frame, as sent after the turn's last frame."""
+    last_loud = int(np.flatnonzero(loud_rows(frames))[-1])
+    crossing = last_loud + math.ceil(2.0 * math.log(2.0) / FRAME_SECONDS)
+    return (crossing - (len(frames) - 1)) * FRAME_SECONDS / SPEED * 1000.0
+
+
+def test_the_spec_parses_ranges_and_fixed_values():
+    assert parse_conversation("turns=3-6,pause=1.5-4s") == ConversationSpec((3, 6), (1.5, 4.0))
+    assert parse_conversation("turns=3, pause=2s") == ConversationSpec((3, 3), (2.0, 2.0))
+    assert parse_conversation("") is None
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("turns=3", "pause missing"),
+    ("turns=3,pause=2", "unit"),
+    ("turns=6-3,pause=1s", "backwards"),
+    ("turns=2.5,pause=1s", "whole numbers"),
+    ("turn=2,pause=1s", "'turn=2' is not turns="),
+])
+def test_bad_specs_are_refused_on_the_command_line_with_the_reason(bad, says, capsys):
+    parser = argparse.ArgumentParser(prog="yapbench run")
+    add_cli_options(parser, On.RUN)
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--conversation", bad])
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_pauses_are_shared_silence_frames_between_the_turns(two_turns):
+    first, second = two_turns.turns
+    assert (first.sample, second.sample) == (FIRST, SECOND)
+    assert first.start == 0 and second.start - first.end == round(PAUSE_S / FRAME_SECONDS)
+    assert two_turns.n_frames - second.end == second.start - first.end  # the last turn has its pause too
+    pauses = two_turns.frames[first.end:second.start] + two_turns.frames[second.end:]
+    assert all(f is two_turns.silence for f in pauses)  # one pre-built frame object, not one per pause frame
+
+
+def test_each_turn_gets_its_words_and_its_end_of_turn_detection(ref_server, two_turns, pcm):
+    server = ref_server(step_ms=2)  # the stt-1b-en_fr config: Steps with four pause heads
+    r = run_session(SessionConfig(server.url, speed=SPEED), two_turns)
+    assert r.outcome == Outcome.OK, r.error
+    assert r.frames_sent == two_turns.n_frames and r.end_of_turn_signal is True
+    first, second = r.turns
+    assert first.transcript.lower() == "in eighteen thirteen"
+    assert second.transcript.lower().startswith("eight") and "press yard" in second.transcript.lower()
+    assert first.pause_after_s == second.pause_after_s == pytest.approx(PAUSE_S, abs=FRAME_SECONDS)
+    for turn in r.turns:
+        assert turn.first_word_ms is not None and turn.first_word_ms > 0
+        assert turn.end_ms is not None
+        assert turn.false_end_of_turn == 0
+        # Detected on the Step of the crossing frame: never before that frame is sent, and soon after it (each
+        # 2.5 s pause holds the 1.39 s the heads need).
+        expected = expected_end_of_turn_ms(pcm[turn.sample])
+        assert turn.end_of_turn_ms is not None and expected - 5 < turn.end_of_turn_ms < expected + 300, (expected, turn)
+
+
+def test_a_server_without_steps_records_no_end_of_turn_signal(ref_server, two_turns):
+    server = ref_server(config="config-stt-en-hf.toml", step_ms=2)  # stt-2.6b-en: no extra heads, no Steps
+    r = run_session(SessionConfig(server.url, speed=SPEED), two_turns)
+    assert r.outcome == Outcome.OK, r.error
+    assert r.steps == 0 and r.end_of_turn_signal is False
+    assert [t.end_of_turn_ms for t in r.turns] == [None, None]
+    assert all(t.words > 0 for t in r.turns)
