@@ -45,7 +45,8 @@ def unusual_value(opt: Option) -> object:
         return [c for c in kwargs["choices"] if c != kwargs.get("default")][-1]
     if kwargs.get("type") in (int, float):
         return kwargs["type"](kwargs.get("default") or 0) + 3
-    return {"--run-time": "7m", "--host": "ws://127.0.0.1:9"}.get(opt.flag, f"{opt.dest}-value")
+    return {"--run-time": "7m", "--host": "ws://127.0.0.1:9", "--conversation": "turns=2-3,pause=1-2.5s"}.get(
+        opt.flag, f"{opt.dest}-value")
 
 
 def cli_argv(opt: Option, value: object) -> list[str]:
