@@ -57,10 +57,11 @@ class SttUser(User):
     def stream(self) -> None:
         if self.recorder.stopping:
             return  # the load is stopping: Locust's kill may still be on its way to this user, start nothing
+        corpus = self.recorder.corpus
         if self.recorder.conversation is not None:  # samples drawn per turn
-            clip = draw_conversation(self.recorder.conversation, lambda rng: self.recorder.corpus.pick(rng)[1], self.rng)
+            clip = draw_conversation(self.recorder.conversation, lambda rng: corpus.pick(rng)[1], self.rng)
         else:
-            clip = self.recorder.corpus.pick(self.rng)[1]
+            clip = corpus.pick(self.rng)[1]
         cfg = replace(self.recorder.session_cfg, url=self.recorder.next_target())
         try:
             result = run_session(cfg, clip)
