@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import subprocess
 
 import numpy as np
 
@@ -15,9 +16,12 @@ from yapbench.metrics import Outcome
 from yapbench.options import On, add_cli_options
 from yapbench.protocol import FRAME_SECONDS
 from yapbench.samples import DEFAULT_MANIFEST
+from yapbench.runlog import read_session_records
 from yapbench.server.engines.pause import loud_rows
 from yapbench.session import SessionConfig, run_session
 from yapbench.streamer import prepare_clip
+
+from test_locust_runs import REPO, locust_cmd
 
 FIRST, SECOND = "real/en_ljspeech_LJ002-0020.wav", "real/en_ljspeech_LJ002-0035.wav"  # "In eighteen thirteen", ...
 PAUSE_S = 2.5
@@ -101,3 +105,17 @@ def test_a_server_without_steps_records_no_end_of_turn_signal(ref_server, two_tu
     assert r.steps == 0 and r.end_of_turn_signal is False
     assert [t.end_of_turn_ms for t in r.turns] == [None, None]
     assert all(t.words > 0 for t in r.turns)
+
+
+def test_a_locust_run_streams_conversations_and_records_their_turns(ref_server, tmp_path):
+    server = ref_server(step_ms=2)
+    cmd = locust_cmd(server.url, tmp_path, "--samples", f"{FIRST},{SECOND}", "--conversation", "turns=2,pause=2.5s",
+                     users=2, run_time="4s")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [r for r in read_session_records(tmp_path) if r["outcome"] == "ok"]
+    assert len(records) >= 2
+    for r in records:
+        assert len(r["turns"]) == 2 and r["end_of_turn_signal"] is True
+        assert r["sample"] == "+".join(t["sample"] for t in r["turns"])
+        assert all(t["words"] > 0 and t["end_of_turn_ms"] is not None for t in r["turns"])
