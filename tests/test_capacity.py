@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,25 @@ def test_a_fleet_is_answered_per_target_and_in_total(ref_server, tmp_path):
         assert "<h2>Capacity</h2>" in html and 'src="capacity.png"' in html, rebuilt
         assert html.index("<h2>Capacity</h2>") < html.index("<h2>What was run</h2>")
         assert f"{slow_url}: no level streams held" in html and "<td>breaks</td>" in html
+
+
+def test_a_failing_window_summary_stops_the_load(ref_server, tmp_path):
+    server = ref_server(step_ms=1)
+    run_dir = tmp_path / "cap"
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "yapbench.cli", "capacity", "--host", server.url, "--run-dir", str(run_dir),
+         "--samples", "real/en_ljspeech_*", "--speed", "4", "--start", "2", "--max-users", "8", "--window", "2",
+         "--settle", "1", "--slo", "first_word.p95<=10s"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        sessions = run_dir / "sessions.jsonl"
+        while not (sessions.exists() and sessions.stat().st_size) and time.monotonic() - started < 60:
+            time.sleep(0.2)
+        with open(sessions, "a") as f:  # a record no summary can read: every window's summary now fails
+            f.write("{not json\n")
+        out, _ = proc.communicate(timeout=90)  # the search's -t is 24 h: only stopping on the failure ends it now
+    finally:
+        proc.kill()
+    assert "a window summary of" in out and "stopping the load" in out, out[-3000:]
+    assert proc.returncode != 0

@@ -46,6 +46,14 @@ def window_summary(run_dir: Path, level_start: float, w_start: float, w_end: flo
     return summarize_data(window)
 
 
+class WindowSummaryFailed(Exception):
+    """The child process that summarises a window failed; the message is its last line of stderr."""
+
+
+def _reason(exc: BaseException | None) -> str:
+    return str(exc) if isinstance(exc, WindowSummaryFailed) else repr(exc)
+
+
 class CapacityShape(LoadTestShape):
     """Holds each level for settle + windows; asks CapacitySearch for the next one; stops when it says so."""
 
@@ -86,7 +94,15 @@ class CapacityShape(LoadTestShape):
         if self._pending is not None:
             if not self._pending.ready():
                 return self.users, self.spawn_rate
-            result, self._pending = self._pending.get(), None
+            pending, self._pending = self._pending, None
+            if not pending.successful():
+                # Without its window summaries the search cannot decide anything: holding this level until -t
+                # (24 h for `yapbench capacity`) would only load the server for nothing. Stop, and say why.
+                log.error("yapbench capacity: a window summary of %s failed (%s): stopping the load",
+                          self.run_dir, _reason(pending.exception))
+                self._done = True
+                return None
+            result = pending.value
             if result is not None:
                 self._advance(result)
                 if self._done:
@@ -98,10 +114,13 @@ class CapacityShape(LoadTestShape):
         return self.users, self.spawn_rate
 
     def _summary(self, w_start: float, w_end: float) -> dict:
-        out = gevent.subprocess.check_output(
+        out = gevent.subprocess.run(
             [sys.executable, "-m", "yapbench.capacity.shape", str(self.run_dir), repr(self.level_start),
-             repr(w_start), repr(w_end)])
-        return json.loads(out)
+             repr(w_start), repr(w_end)], capture_output=True, text=True)
+        if out.returncode != 0:
+            last = out.stderr.strip().splitlines()[-1:] or [f"exit status {out.returncode}"]
+            raise WindowSummaryFailed(last[0])
+        return json.loads(out.stdout)
 
     def _close_window(self, w_start: float) -> dict | None:
         """Summarise one window; return the level's data once the level is done, else None."""
