@@ -25,12 +25,13 @@ class Outcome(StrEnum):
     STALLED = "stalled"  # the audio could not be delivered within the session deadline
     CONNECT_FAILED = "connect_failed"  # TCP refused, DNS, timeout, or a non-401 HTTP status on the upgrade
     CANCELLED = "cancelled"  # the load stopped (end of run, user stopped) while the session was streaming
+    DROPPED = "dropped"  # open loop: due, but not started (concurrency cap reached, or the generator late)
 
 
 # Outcomes that say nothing about latency: their sessions stay out of latency percentiles.
-NOT_SERVED = frozenset({Outcome.REJECTED, Outcome.AUTH_FAILED, Outcome.CONNECT_FAILED})
+NOT_SERVED = frozenset({Outcome.REJECTED, Outcome.AUTH_FAILED, Outcome.CONNECT_FAILED, Outcome.DROPPED})
 # Outcomes that are not the server's fault: they do not count as errors.
-NOT_ERRORS = frozenset({Outcome.OK, Outcome.REJECTED, Outcome.CANCELLED})
+NOT_ERRORS = frozenset({Outcome.OK, Outcome.REJECTED, Outcome.CANCELLED, Outcome.DROPPED})
 
 # End of turn as Unmute detects it: the pause head for "a pause within 2 s" (prs[2]) at or above 0.5, as received.
 EOT_HEAD = 2
@@ -95,6 +96,8 @@ class SessionResult:
     worker: str = ""
     turns: list[TurnTiming] = field(default_factory=list)  # a conversation's turns; [] for a single clip
     end_of_turn_signal: bool | None = None  # a conversation's Steps carried the pause head (None: not a conversation)
+    due_at: float | None = None  # open loop: epoch seconds the session was due (started_at - due_at = its lateness)
+    start_lag_ms: float | None = None  # open loop: how late it started (or, dropped, how late it would have)
 
     @property
     def transcript(self) -> str:
@@ -110,7 +113,7 @@ class SessionResult:
         return {
             "session_id": self.session_id,
             "worker": self.worker,
-            "target": self.target,
+            "target": self.target or None,  # a dropped arrival never chose one
             "sample": self.sample,
             "speed": self.speed,
             "started_at": self.started_at,
@@ -133,6 +136,8 @@ class SessionResult:
             "transcript": self.transcript,
             "end_of_turn_signal": self.end_of_turn_signal,
             "turns": [asdict(t) for t in self.turns],
+            "due_at": self.due_at,
+            "start_lag_ms": self.start_lag_ms,
         }
 
 

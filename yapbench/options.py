@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from .arrivals import ARRIVAL_PROCESSES
 from .conversation import ConversationSpec, parse_conversation
 from .errors import UserError
 from .report.phases import DEFAULT_SETTLE_S
@@ -127,7 +128,7 @@ OPTIONS: tuple[Option, ...] = (
          help="conversations: several turns on one connection with silence streamed between them, e.g. "
               "'turns=3-6,pause=1.5-4s' (a single number is a fixed value); the Marker flush only at the end"),
     # -- the load over time (yapbench capacity sets these itself)
-    _opt("-u", "--users", on=On.RUN | On.PASSED, type=int, default=20, help="concurrent streams (default 20)"),
+    _opt("-u", "--users", on=On.RUN | On.PASSED, type=int, default=20, help="concurrent streams (default 20); with --arrival-rate, the cap on concurrent sessions"),
     _opt("-r", "--spawn-rate", on=On.RUN | On.PASSED, type=float, default=5.0,
          help="users started per second (default 5)"),
     _opt("-t", "--run-time", on=On.RUN | On.PASSED, default="60s", help="load duration, e.g. 60s, 5m (default 60s)"),
@@ -140,6 +141,17 @@ OPTIONS: tuple[Option, ...] = (
          help="users added per step (--shape steps)"),
     _opt("--step-time", on=On.RUN | LOCUST_FORM | On.PASSED, type=float, default=30.0,
          help="seconds per step (--shape steps)"),
+    # -- open loop (docs/open-loop.md): sessions arrive on a schedule, -u is the cap on concurrent sessions
+    _opt("--arrival-rate", on=On.RUN | LOCUST_FORM | On.PASSED, type=float, default=0.0,
+         help="open loop: sessions per second for the whole load (all workers), whatever the server does; -u is "
+              "then the cap on concurrent sessions (default 0: closed loop)"),
+    _opt("--arrival", on=LOAD | LOCUST_FORM | On.PASSED, choices=ARRIVAL_PROCESSES, default="poisson",
+         help="open loop: arrival process, poisson (exponential gaps) or constant (even spacing)"),
+    _opt("--arrival-late-limit", on=LOAD | LOCUST_FORM | On.PASSED, type=float, default=0.25,
+         help="open loop: seconds an arrival may start after its due time before it counts as dropped"),
+    _opt("--goodput", on=LOAD | LOCUST_FORM | On.PASSED, default="",
+         help='per-session objectives, e.g. "first_word<=1000ms,word_lag.max<=2000ms,finalize<=500ms": goodput = '
+              "share of sessions served that met them all (docs/open-loop.md)"),
     _opt("--capacity-spec", on=On.LOCUST | On.PASSED, default="",
          help="search parameters for --shape capacity (written by `yapbench capacity`)"),
     # -- the end of the run

@@ -71,9 +71,13 @@ def normalize_url(url: str) -> str:
 
 
 def run_session(
-    cfg: SessionConfig, clip: PreparedClip, listener: MessageListener | None = None, session_id: str | None = None
+    cfg: SessionConfig, clip: PreparedClip, listener: MessageListener | None = None, session_id: str | None = None,
+    due: float | None = None,
 ) -> SessionResult:
-    """Stream `clip` once; always returns a result with exactly one outcome (never raises for server behaviour)."""
+    """Stream `clip` once; always returns a result with exactly one outcome (never raises for server behaviour).
+
+    `due` (perf_counter seconds, open loop): when the session was due; connect_ms then counts from it, so a late
+    start shows in the latency instead of vanishing (no coordinated omission)."""
     url = normalize_url(cfg.url)
     result = SessionResult(
         session_id=session_id or uuid.uuid4().hex[:16],
@@ -85,6 +89,8 @@ def run_session(
         worker=cfg.worker,
     )
     t_connect = time.perf_counter()
+    if due is not None:
+        result.due_at, result.start_lag_ms = epoch(due), (t_connect - due) * 1000.0
     try:
         upgraded = _upgrade(cfg, url, result)
     except gevent.GreenletExit:
@@ -96,7 +102,7 @@ def run_session(
         return result
     sock, early = upgraded
     t_upgraded = time.perf_counter()
-    result.connect_ms = (t_upgraded - t_connect) * 1000.0
+    result.connect_ms = (t_upgraded - (t_connect if due is None else due)) * 1000.0
 
     stream = Stream(sock, clip, cfg.speed, next(_marker_ids), cfg.flush_frames, cfg.flush_timeout_s, listener)
     Streamer.for_current_hub().add(stream)

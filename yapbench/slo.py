@@ -16,19 +16,14 @@ need a look.
 from __future__ import annotations
 
 import math
-import operator
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Callable
 
 from .errors import UserError
-from .report.schema import (ALIASES, DISTRIBUTIONS, GPU_FIELDS, OUTCOMES, RATES, SCALARS, STATS, TARGETS,
+from .report.schema import (ALIASES, DISTRIBUTIONS, GPU_FIELDS, OPS, OUTCOMES, RATES, SCALARS, STATS, TARGETS,
                             THROUGHPUT, TIME_METRICS, WER_BY_SAMPLE, WER_SAMPLE_FIELDS, number_at)
 
-OPS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq,
-}
 MIN_TAIL = 5  # values a percentile needs beyond it, on its shorter side, to be more than noise
 _CONDITION = re.compile(r"^\s*(?P<path>[^<>=\s]+)\s*(?P<op><=|>=|==|<|>)\s*(?P<value>.+?)\s*$")
 _VALUE = re.compile(r"^(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>ms|s|%)?$")
@@ -117,12 +112,17 @@ class CheckResult:
 
 
 def parse_condition(text: str) -> Condition:
+    path_text, op, value = split_condition(text, example="first_word.p95<=1000ms")
+    path = parse_path(path_text, context=f"condition {text!r}")
+    return Condition(text, path, op, parse_value(value, path.kind, context=f"condition {text!r}"))
+
+
+def split_condition(text: str, example: str) -> tuple[str, str, str]:
+    """PATH, OP and VALUE of a condition as written (the goodput objectives share this grammar)."""
     m = _CONDITION.match(text)
     if not m:
-        raise SloError(f"condition {text!r}: expected PATH OP VALUE, e.g. 'first_word.p95<=1000ms' "
-                       f"(OP one of {', '.join(OPS)})")
-    path = parse_path(m["path"], context=f"condition {text!r}")
-    return Condition(text, path, m["op"], parse_value(m["value"], path.kind, context=f"condition {text!r}"))
+        raise SloError(f"condition {text!r}: expected PATH OP VALUE, e.g. '{example}' (OP one of {', '.join(OPS)})")
+    return m["path"], m["op"], m["value"]
 
 
 def parse_value(text: str | int | float, kind: Kind, context: str) -> float:

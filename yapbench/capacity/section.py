@@ -19,6 +19,8 @@ def report_section(run_dir: Path) -> Section | None:
         return None
     if answer is None:
         return None
+    if answer.get("model") == "open":
+        return _open_section(answer, run_dir)
     from .answer import answer_lines
     from .plot import plot_capacity
 
@@ -29,6 +31,21 @@ def report_section(run_dir: Path) -> Section | None:
                   _percent(lv["rejection_rate"]), *lv["values"].values()) for lv in levels)
     header = ("streams", "verdict", "broken", "rejections", *slo_columns)
     return Section("Capacity", tuple(answer_lines(answer)), header, rows, plot_capacity(answer, run_dir).name)
+
+
+def _open_section(answer: dict, run_dir: Path) -> Section:
+    """`--model open`: one row per arrival rate; the curve is blocking and goodput against offered Erlangs."""
+    from .opensearch import open_answer_line
+    from .plot import plot_open_capacity
+
+    rows = tuple((lv["rate"], lv["traffic"].get("offered_erlangs"), lv["traffic"].get("carried_erlangs"),
+                  _percent(lv["traffic"].get("blocking")), _percent(lv["traffic"].get("erlang_b")),
+                  _percent(lv["traffic"].get("goodput")), lv["dropped"], "holds" if lv["passed"] else "breaks",
+                  ", ".join(lv["broken"] + (["generator"] if lv["generator_bound"] else [])))
+                 for lv in answer["levels"])
+    return Section("Capacity (open model)", (open_answer_line(answer),),
+                   ("sessions/s", "offered (Erl)", "carried (Erl)", "blocking", "Erlang B", "goodput", "dropped",
+                    "verdict", "broken"), rows, plot_open_capacity(answer, run_dir).name)
 
 
 def _percent(v: object) -> object:

@@ -37,6 +37,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pause", type=float, default=0.25,
                         help="seconds each user waits between sessions (default 0.25): the server frees a slot one "
                              "step after a close, and a user that reconnects at once would be rejected by itself")
+    model = parser.add_argument_group("open model (--model open: sweep the arrival rate, docs/capacity.md)")
+    model.add_argument("--model", choices=("closed", "open"), default="closed",
+                       help="closed: concurrent streams (default); open: sessions arriving at a rate, answered in "
+                            "sessions/s and Erlangs; --max-users is then the cap on concurrent sessions")
+    model.add_argument("--start-rate", type=float, default=1.0, help="first arrival rate, sessions/s (default 1)")
+    model.add_argument("--max-rate", type=float, default=1000.0, help="highest arrival rate to try (default 1000)")
+    model.add_argument("--rate-resolution", type=float, default=0.1,
+                       help="stop bisecting when the rates are this fraction apart (default 0.1)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -46,6 +54,10 @@ def main(args: argparse.Namespace) -> int:
     from ..slo import parse_condition
     from .run import run_load
 
+    if args.model == "open":
+        from .capacity_open import run_open
+
+        return run_open(args)
     slos = tuple(args.slo) or DEFAULT_SLOS
     for s in slos:
         parse_condition(s)  # a typo fails now, not after minutes of load

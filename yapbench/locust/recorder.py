@@ -221,6 +221,9 @@ class Recorder:
             "speed": opts.speed,
             "auth": opts.auth,
             "shape": opts.shape,
+            "arrival_rate": opts.arrival_rate or None,  # open loop (None: closed loop)
+            "arrival": opts.arrival if opts.arrival_rate else None,
+            "goodput_objectives": opts.goodput,
             "run_time_s": opts.run_time,
             SETTLE_KEY: opts.settle,
             "distributed": self.is_master,

@@ -16,6 +16,7 @@ from locust import User, task
 from ..conversation import draw_conversation
 from ..metrics import NOT_SERVED, Outcome, SessionResult
 from ..session import SessionCancelled, run_session
+from .arrival import clock_for
 from .recorder import recorder_for
 
 log = logging.getLogger("yapbench")
@@ -44,9 +45,12 @@ class SttUser(User):
         self.failures_in_a_row = 0
 
     def on_start(self) -> None:
-        gevent.sleep(self.rng.uniform(0.0, START_SPREAD_S))
+        if clock_for(self.environment) is None:  # (open loop: the arrival clock spreads the starts)
+            gevent.sleep(self.rng.uniform(0.0, START_SPREAD_S))
 
     def wait_time(self) -> float:
+        if clock_for(self.environment) is not None:
+            return 0.0  # open loop: the arrival clock paces sessions; no think time, no backoff
         if self.failures_in_a_row:
             # Full jitter (uniform 0..cap): rejected users spread out instead of returning together.
             return self.rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** self.failures_in_a_row))
@@ -55,8 +59,17 @@ class SttUser(User):
 
     @task
     def stream(self) -> None:
+        due = None
+        clock = clock_for(self.environment)
+        if clock is not None:  # open loop: this user is one slot of the cap; it waits for an arrival
+            due = clock.next_due()
+            if due is None:
+                return
         if self.recorder.stopping:
-            return  # the load is stopping: Locust's kill may still be on its way to this user, start nothing
+            # The load is stopping: Locust's kill may still be on its way to this user, start nothing
+            if due is not None:
+                clock.drop(due, "the load was stopping when it was due")
+            return
         corpus = self.recorder.corpus
         if self.recorder.conversation is not None:  # samples drawn per turn
             clip = draw_conversation(self.recorder.conversation, lambda rng: corpus.pick(rng)[1], self.rng)
@@ -64,7 +77,7 @@ class SttUser(User):
             clip = corpus.pick(self.rng)[1]
         cfg = replace(self.recorder.session_cfg, url=self.recorder.next_target())
         try:
-            result = run_session(cfg, clip)
+            result = run_session(cfg, clip, due=due)
         except SessionCancelled as cancelled:
             self.report(cancelled.result)
             raise

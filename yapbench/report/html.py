@@ -8,6 +8,7 @@ from importlib import resources
 from string import Template
 from typing import Sequence
 
+from .openloop import traffic_rows
 from .schema import TARGETS, TIME_METRICS, number_at
 from .section import Section
 
@@ -36,6 +37,9 @@ def render(summary: dict, images: dict[str, str | None], notes: list[str], secti
                      "Ramp (users starting, then the settle time) and drain (sessions finishing after the stop) "
                      "are their own phases.</p>"
                      + _table(PHASE_COLUMNS, _phase_rows(summary)))
+    traffic = traffic_rows(summary)
+    if traffic:
+        parts.append("<h2>Offered load, blocking and goodput</h2>" + _table(None, traffic))
     parts.append('<h2>Outcomes and key percentiles</h2><div class="grid">'
                  + _table(("outcome", "sessions", "share"), _outcome_rows(summary))
                  + _table(("metric (ms)", *PERCENTILE_COLUMNS), _percentile_rows(summary)) + "</div>")

@@ -60,8 +60,10 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
     try:
         meta = runlog.read_meta(d)
         legacy = not (d / runlog.WORDS).exists() and (d / runlog.WORDS_CSV).exists()  # words name their session
-        columns = SESSION_COLUMNS + (("session_id",) if legacy else ())
-        numbers = None if legacy else runlog.read_session_numbers(d)
+        # Open-loop runs also need each session's due time and lateness, which only the session lines hold.
+        open_loop = bool(meta.get("arrival_rate") or meta.get("capacity_model") == "open")
+        columns = SESSION_COLUMNS + (("session_id",) if legacy else ()) + (OPEN_LOOP_COLUMNS if open_loop else ())
+        numbers = None if legacy or open_loop else runlog.read_session_numbers(d)
         all_sessions = _sessions_frame(d, columns) if numbers is None else _sessions_from_numbers(d, numbers)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"run directory {d}: {exc}") from None
@@ -120,6 +122,7 @@ def window(run: RunData, lo: float, hi: float) -> RunData:
 SESSION_COLUMNS = ("target", "sample", "outcome", "transcript", "started_at", "ended_at", "audio_s", "connect_ms",
                    "ready_ms", "first_response_ms", "first_word_ms", "finalize_ms", "backlog_max_ms", "words")
 CATEGORIES = ("target", "sample", "outcome", "transcript")
+OPEN_LOOP_COLUMNS = ("due_at", "start_lag_ms")
 
 
 def _sessions_frame(run_dir: Path, columns: tuple[str, ...]) -> pd.DataFrame:

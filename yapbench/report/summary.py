@@ -17,25 +17,33 @@ import pandas as pd
 
 from .. import runlog
 from ..metrics import NOT_ERRORS, summarize
-from . import wer
+from . import openloop, wer
 from .load import RunData, window
 from .phases import GENERATOR_LAG_LIMIT_MS, Phase, phases_of, settle_of
-from .schema import (GPU_FIELDS, OUTCOMES, SCHEMA_VERSION, SEND_LAG_METRIC, SESSION_METRICS, TARGETS,
-                     WER_BY_SAMPLE, WER_SESSIONS_METRIC, WORD_METRICS)
+from .schema import (GPU_FIELDS, OUTCOMES, SCHEMA_VERSION, SEND_LAG_METRIC, SESSION_METRICS, START_LAG_METRIC,
+                     TARGETS, WER_BY_SAMPLE, WER_SESSIONS_METRIC, WORD_METRICS)
 
 RUN_KEYS = ("run_id", "target", "targets", "users", "spawn_rate", "speed", "shape", "started_at", "ended_at",
-            "command", "generator_host", "yapbench_version")
+            "command", "generator_host", "yapbench_version", "arrival_rate", "arrival", "arrival_start",
+            "goodput_objectives")
 
 
 def summarize_data(run: RunData) -> dict:
     sessions = with_wer(run).sessions
     words = run.words  # words of served sessions only (load.py)
+    objectives = run.meta.get("goodput") or []  # goodput.Objective records, parsed when the load started
+    if run.meta.get("goodput_error"):
+        run.notes.append(f"goodput not computed: {run.meta['goodput_error']}")
+    if objectives:
+        sessions = sessions.assign(**{openloop.GOOD: openloop.good_sessions(sessions, words, objectives)})
     summary: dict = {
         "schema": SCHEMA_VERSION,
         "run": _run_info(run),
         "window": {"start": run.start, "end": run.end},
     }
     summary.update(_section(sessions, words, run.duration_s))
+    summary.update(openloop.traffic(sessions, run.meta, run.start, run.end, run.server))
+    summary[START_LAG_METRIC] = stats(sessions["start_lag_ms"]) if "start_lag_ms" in sessions else {"count": 0}
     summary[SEND_LAG_METRIC] = run.send_lag.stats()
     summary["estimates"] = [] if run.send_lag.exact else [SEND_LAG_METRIC]
     p99 = summary[SEND_LAG_METRIC].get("p99")
@@ -84,6 +92,7 @@ def _section(sessions: pd.DataFrame, words: pd.DataFrame, duration_s: float) -> 
         "ok_rate": _ratio(outcomes["ok"], n),
         "rejection_rate": _ratio(outcomes["rejected"], n),
         "error_rate": _ratio(n - sum(outcomes.get(str(o), 0) for o in NOT_ERRORS), n),
+        **openloop.section_rates(sessions, duration_s),
     }
     for key, col in SESSION_METRICS.items():
         out[key] = stats(served[col])
@@ -107,6 +116,7 @@ def _section(sessions: pd.DataFrame, words: pd.DataFrame, duration_s: float) -> 
         "ok_sessions_per_s": _ratio(outcomes["ok"], duration_s),
         "audio_s_per_s": _ratio(float(sessions["audio_s"].sum()), duration_s),
         "words_per_s": _ratio(len(words), duration_s),
+        "goodput_sessions_per_s": out.pop("goodput_sessions_per_s", None),
     }
     return out
 

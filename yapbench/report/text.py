@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .openloop import traffic_rows
+
 HEADLINE_METRICS = ("first_word", "word_lag", "finalize", "backlog_max", "send_lag")
 
 
@@ -20,6 +22,7 @@ def headline(summary: dict) -> str:
         f"WER {'n/a' if summary['wer'] is None else format(summary['wer'], '.4f')}",
         f"{'metric (ms)':<14}{'count':>10}{'p50':>10}{'p95':>10}{'p99':>10}{'max':>10}",
     ]
+    lines[2:2] = [f"{name}: {value}" for name, value in traffic_rows(summary)]
     for m in HEADLINE_METRICS:
         s = summary.get(m) or {}
         if s.get("count"):
