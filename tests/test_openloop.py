@@ -6,7 +6,6 @@ they cannot flake on a busy machine; a run's arrival count and gaps come from th
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import socket
@@ -29,6 +28,7 @@ from yapbench.gates import evaluate
 from yapbench.goodput import parse_objectives
 from yapbench.report import summarize_run
 from yapbench.report.openloop import good_sessions
+from yapbench.runlog import read_words
 
 from test_locust_runs import REPO, run_locust
 
@@ -141,7 +141,7 @@ def test_open_loop_blocking_follows_erlang_b_and_rejections_do_not_slow_arrivals
     started = [r for r in recs if r["outcome"] == "ok"]
     assert all(r["connect_ms"] >= r["start_lag_ms"] >= 0 for r in started)
 
-    s = summarize_run(run_dir)
+    s = summarize_run(run_dir, since=0)  # the whole run (the headline is the steady state)
     assert s["arrival_rate"] == rate and s["slots"] == 2 and s["attempts"] == len(recs)
     assert s["blocking"] == pytest.approx(outcomes["rejected"] / len(recs))
     assert s["offered_erlangs"] == pytest.approx(s["measured_arrival_rate"] * s["holding_s"], rel=0.01)  # none dropped
@@ -150,10 +150,10 @@ def test_open_loop_blocking_follows_erlang_b_and_rejections_do_not_slow_arrivals
     assert s["erlang_b"] == pytest.approx(erlang_b(2, s["offered_erlangs"]))
     assert abs(s["blocking"] - s["erlang_b"]) < 0.15, (s["blocking"], s["erlang_b"], s["offered_erlangs"])
     # Goodput from the raw records, session by session
+    words = read_words(run_dir, [r["session_id"] for r in recs], np.array([r["started_at"] for r in recs]))
     lags = defaultdict(list)
-    with open(run_dir / "words.csv") as f:
-        for w in csv.DictReader(f):
-            lags[w["session_id"]].append(float(w["lag_ms"]))
+    for line, lag in zip(words.line, words.lag_ms):
+        lags[recs[line]["session_id"]].append(float(lag))
     good = [r for r in started if r["first_word_ms"] is not None and r["first_word_ms"] <= 2000
             and lags[r["session_id"]] and max(lags[r["session_id"]]) <= 3000]
     decided = len(recs) - outcomes["cancelled"]
@@ -179,7 +179,7 @@ def test_a_cap_too_small_drops_arrivals_with_their_lateness_instead_of_delaying_
     assert started and all(r["start_lag_ms"] < 250 for r in started)
     due = np.sort([r["due_at"] for r in recs])
     assert np.diff(due) == pytest.approx(np.full(len(due) - 1, 0.1), abs=1e-6)  # the schedule did not bend
-    s = summarize_run(run_dir)
+    s = summarize_run(run_dir, since=0)  # the whole run (the headline is the steady state)
     assert s["dropped_rate"] == pytest.approx(len(dropped) / len(recs))
     assert s["outcomes"]["dropped"] == len(dropped) and s["error_rate"] == 0
 
