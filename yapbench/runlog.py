@@ -52,7 +52,7 @@ SESSION_COLUMNS = (
     "session_id", "worker", "target", "sample", "speed", "started_at", "ended_at", "outcome", "error", "close_code",
     "connect_ms", "ready_ms", "first_response_ms", "first_word_ms", "finalize_ms", "backlog_max_ms", "audio_s",
     "frames_planned", "frames_sent", "steps", "words", "send_lag_p50_ms", "send_lag_p99_ms", "send_lag_max_ms",
-    "transcript", "due_at", "start_lag_ms",
+    "transcript", "end_of_turn_signal", "turns", "due_at", "start_lag_ms",
 )
 # JSON types of the session columns (None allowed where a value was not observed).
 SESSION_TYPES: dict[str, type] = {
@@ -61,6 +61,7 @@ SESSION_TYPES: dict[str, type] = {
     "first_response_ms": float, "first_word_ms": float, "finalize_ms": float, "backlog_max_ms": float,
     "audio_s": float, "frames_planned": int, "frames_sent": int, "steps": int, "words": int,
     "send_lag_p50_ms": float, "send_lag_p99_ms": float, "send_lag_max_ms": float, "transcript": str,
+    "end_of_turn_signal": bool, "turns": list,  # conversations only
     "due_at": float, "start_lag_ms": float,  # open loop only (docs/open-loop.md); sessions.bin leaves them out
 }
 # One record per session line, written just before it: what a reader of millions of sessions needs without
