@@ -52,9 +52,11 @@ def main() -> int:
             print(json.dumps(row), flush=True)
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    print(f"\n| rate /s | measured /s | holding s | offered Erl | attempts | blocking | Erlang B ({args.slots}) | dropped |")
+    print(f"\n| rate /s | measured /s | holding s | offered Erl | attempts | blocking | Erlang B ({args.slots}) "
+          "| dropped |")
     for r in rows:
-        print(f"| {r['rate']:g} | {r['measured_arrival_rate']:.2f} | {r['holding_s']:.3f} | {r['offered_erlangs']:.2f} | "
+        print(f"| {r['rate']:g} | {r['measured_arrival_rate']:.2f} | {r['holding_s']:.3f} "
+              f"| {r['offered_erlangs']:.2f} | "
               f"{r['attempts']} | {100 * r['blocking']:.1f} % | {100 * r['erlang_b']:.1f} % | {r['dropped']} |")
     return 0
 

@@ -12,7 +12,7 @@ import pytest
 
 from test_gates_noise import scaled
 from yapbench.cli import main as cli
-from yapbench.report.compare import HEADLINE
+from yapbench.compare import HEADLINE
 from yapbench.report.synthetic import Spec, make_run
 
 

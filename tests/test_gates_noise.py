@@ -13,7 +13,7 @@ import pytest
 
 from yapbench.cli import main as cli
 from yapbench.report.synthetic import Spec, make_run
-from yapbench.report.uncertainty import difference, quantile_replicates
+from yapbench.uncertainty import difference, quantile_replicates
 from yapbench.slo import parse_path
 
 

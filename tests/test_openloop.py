@@ -160,7 +160,8 @@ def test_open_loop_blocking_follows_erlang_b_and_rejections_do_not_slow_arrivals
     assert s["goodput"] == pytest.approx(len(good) / decided)
     assert 0 < s["goodput"] < 1
     # ... and the gates read it like any rate
-    verdict = evaluate(s, ["goodput>=0.99", f"blocking<={s['blocking'] + 0.001}", "throughput.goodput_sessions_per_s>0"])
+    verdict = evaluate(s, ["goodput>=0.99", f"blocking<={s['blocking'] + 0.001}",
+                           "throughput.goodput_sessions_per_s>0"])
     assert [r.status.value for r in verdict.results] == ["FAIL", "pass", "pass"]
 
 
@@ -300,4 +301,5 @@ def test_the_web_ui_form_starts_an_open_loop(ref_server, tmp_path):
     due = np.sort([r["due_at"] for r in recs])
     assert len(due) >= 10 and np.diff(due) == pytest.approx(np.full(len(due) - 1, 0.2), abs=1e-6)
     meta = json.loads((run_dir / "run.json").read_text())
-    assert meta["arrival_rate"] == 5.0 and meta["arrival"] == "constant" and meta["goodput_objectives"] == "first_word<=3s"
+    assert meta["arrival_rate"] == 5.0 and meta["arrival"] == "constant"
+    assert meta["goodput_objectives"] == "first_word<=3s"

@@ -42,7 +42,7 @@ from .errors import UserError
 from .slo import Condition, Kind, MetricPath, SloError, parse_condition, parse_path, parse_value
 
 if TYPE_CHECKING:
-    from .report.uncertainty import Interval
+    from .uncertainty import Interval
 
 GATE_KEYS = frozenset({"name", "condition", "metric", "max", "min"})
 REGRESSION_KEYS = frozenset({"name", "metric", "max_increase", "max_decrease", "confidence"})
@@ -168,7 +168,7 @@ Significance = Callable[[MetricPath, float], "Interval | None"]
 def evaluate(summary: dict, gates: Sequence[Check | str], baseline_summary: dict | None = None,
              significance: Significance | None = None) -> Verdict:
     """Apply gates (Gate, Regression, or condition strings such as "first_word.p95<=1200ms") to a summary.
-    `significance` (report.uncertainty.significance_between) lets a regression fail only on a significant change."""
+    `significance` (uncertainty.significance_between) lets a regression fail only on a significant change."""
     results = []
     for g in gates:
         if isinstance(g, str):
@@ -416,7 +416,7 @@ def check_run(run_dir: str | Path, gates: str | Path | None = None, conditions: 
     base = load_summary(baseline) if baseline else None
     significance = None
     if base is not None and Path(run_dir).is_dir() and Path(baseline).is_dir():
-        from .report.uncertainty import significance_between
+        from .uncertainty import significance_between
 
         significance = significance_between(run_dir, baseline)
     return evaluate(summary, checks, base, significance)

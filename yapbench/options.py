@@ -128,7 +128,8 @@ OPTIONS: tuple[Option, ...] = (
          help="conversations: several turns on one connection with silence streamed between them, e.g. "
               "'turns=3-6,pause=1.5-4s' (a single number is a fixed value); the Marker flush only at the end"),
     # -- the load over time (yapbench capacity sets these itself)
-    _opt("-u", "--users", on=On.RUN | On.PASSED, type=int, default=20, help="concurrent streams (default 20); with --arrival-rate, the cap on concurrent sessions"),
+    _opt("-u", "--users", on=On.RUN | On.PASSED, type=int, default=20,
+         help="concurrent streams (default 20); with --arrival-rate, the cap on concurrent sessions"),
     _opt("-r", "--spawn-rate", on=On.RUN | On.PASSED, type=float, default=5.0,
          help="users started per second (default 5)"),
     _opt("-t", "--run-time", on=On.RUN | On.PASSED, default="60s", help="load duration, e.g. 60s, 5m (default 60s)"),

@@ -16,7 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..errors import UserError
-    from ..report.compare import compare
+    from ..compare import compare
 
     if len(args.runs) < 2:
         raise UserError("compare needs at least two run directories")

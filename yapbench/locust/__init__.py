@@ -3,8 +3,8 @@
 Importing this package registers its event listeners; `locustfiles/stt.py` declares the concrete users.
 """
 
-from . import arrival, exporter, finish, options, recorder, shapes, stalls, telemetry, webui  # noqa: F401  (listeners register on import)
-from . import hubclock  # noqa: F401,E402  (last: its init listener runs after every other one)
+from . import arrival, exporter, finish, options, recorder, shapes, telemetry, webui  # noqa: F401  (listeners register on import)
+from . import stalls  # noqa: F401,E402  (last: its init listener reads the loop's clock after every other one)
 from .shapes import RampShape, SpikeShape, StepShape
 from .user import SttUser
 

@@ -111,7 +111,8 @@ class ArrivalClock:
         now = time.time()
         result = SessionResult(session_id=f"d{random.getrandbits(60):015x}", target="", sample="",
                                speed=self.recorder.session_cfg.speed, started_at=epoch(due),
-                               outcome=Outcome.DROPPED, error=why, ended_at=now, worker=self.recorder.session_cfg.worker,
+                               outcome=Outcome.DROPPED, error=why, ended_at=now,
+                               worker=self.recorder.session_cfg.worker,
                                due_at=epoch(due), start_lag_ms=late_s * 1000.0)
         self.recorder.record(result)
         # Locust's failure table shows drops beside the sessions' failures (user.py's request type, "STT").
@@ -137,7 +138,8 @@ def plan_from_options(opts, workers: int = 1, index: int = 0) -> ArrivalPlan | N
     if rate <= 0:
         return None
     try:
-        return ArrivalPlan(rate=float(rate), process=opts.arrival, workers=max(1, workers), index=index % max(1, workers))
+        return ArrivalPlan(rate=float(rate), process=opts.arrival, workers=max(1, workers),
+                           index=index % max(1, workers))
     except ValueError as exc:
         raise UserError(f"--arrival-rate / --arrival: {exc}") from None
 

@@ -15,7 +15,7 @@ While the hub is held, every stream in the process sends its next frames late by
   libev counts a new timer from the loop's cached clock, last read when the hub last ran. yapbench's `init`
   decodes the corpus without yielding (seconds on a busy 2-core machine), so a `-t 4s` run measured from a clock
   several seconds old stopped 30 ms after it started, before any session. The clock is read afresh once `init`
-  is done (this module's listener registers after the recorder's).
+  is done (this module is imported last, so its listener runs after every other init listener).
 """
 
 from __future__ import annotations

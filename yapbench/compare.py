@@ -1,6 +1,6 @@
 """`yapbench compare RUN_A RUN_B [RUN_C ...] --out DIR`: one page that overlays the runs' latency distributions and
 time series and tables every headline number, each run against the first, with the difference and its bootstrap
-confidence interval (report.uncertainty); significant differences are marked.
+confidence interval (yapbench.uncertainty); significant differences are marked.
 
 Every number is recomputed from each run's raw records with this version's summary code, so run directories
 written by older yapbench versions compare too: what an older run did not record shows as "–".
@@ -20,14 +20,14 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..slo import Kind, MetricPath, parse_path  # noqa: E402
-from .load import RunData, load_run  # noqa: E402
-from .html import _e, _table  # noqa: E402  (the report's own escaping and tables)
-from .bulk import sample_cdf  # noqa: E402
-from .plots import CDF_POINTS, DPI  # noqa: E402
-from .schema import SESSION_METRICS, WORD_METRICS  # noqa: E402
-from .summary import summarize_data  # noqa: E402
-from .timeseries import build as build_timeseries  # noqa: E402
+from .slo import Kind, MetricPath, parse_path  # noqa: E402
+from .report.load import RunData, load_run  # noqa: E402
+from .report.html import _e, _table  # noqa: E402  (the report's own escaping and tables)
+from .report.bulk import sample_cdf  # noqa: E402
+from .report.plots import CDF_POINTS, DPI  # noqa: E402
+from .report.schema import SESSION_METRICS, WORD_METRICS  # noqa: E402
+from .report.summary import summarize_data  # noqa: E402
+from .report.timeseries import build as build_timeseries  # noqa: E402
 from .uncertainty import Interval, difference, replicates, send_lag_values  # noqa: E402
 
 COMPARE_HTML = "compare.html"
@@ -184,7 +184,7 @@ def render(runs: list[Compared], rows: dict[str, list[Cell]], images: list[str],
               zip(("Latency distributions", "Over time"), images)]
     notes = [f"{r.label}: {n}" for r in runs for n in r.summary.get("notes", [])]
     parts += [f'<div class="note">{_e(n)}</div>' for n in notes]
-    template = Template(resources.files(__package__).joinpath("template.html").read_text(encoding="utf-8"))
+    template = Template(resources.files("yapbench.report").joinpath("template.html").read_text(encoding="utf-8"))
     style = "<style>.better{color:#127a2a;font-weight:bold}.worse{color:#b3261e;font-weight:bold}</style>"
     return template.substitute(title=_e("yapbench compare: " + " vs ".join(r.label for r in runs)),
                                subtitle=_e(f"{len(runs)} runs, built by yapbench compare"),

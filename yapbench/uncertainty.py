@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..slo import MetricPath
-from .load import RunData
-from .schema import SEND_LAG_METRIC, SESSION_METRICS, TARGETS, WORD_METRICS
+from .slo import MetricPath
+from .report.load import RunData
+from .report.schema import SEND_LAG_METRIC, SESSION_METRICS, TARGETS, WORD_METRICS
 
 REPLICATES = 2000
 CLUSTER_REPLICATES = 500
@@ -181,7 +181,7 @@ def _local_rows(sessions: pd.DataFrame, words: pd.DataFrame) -> np.ndarray:
 
 
 def _rate(sessions: pd.DataFrame, name: str, rng: np.random.Generator, b: int) -> np.ndarray | None:
-    from ..metrics import NOT_ERRORS
+    from .metrics import NOT_ERRORS
 
     outcome = sessions["outcome"].astype(str)
     hit = {"ok_rate": outcome == "ok", "rejection_rate": outcome == "rejected",
@@ -195,7 +195,7 @@ def _rate(sessions: pd.DataFrame, name: str, rng: np.random.Generator, b: int) -
 
 def significance_between(run_dir: str | Path, baseline_dir: str | Path):  # -> gates.Significance
     """For the gates: path, confidence -> the interval of (run - baseline), both runs read once, on first use."""
-    from .load import load_run
+    from .report.load import load_run
 
     loaded: dict[str, RunData] = {}
 
