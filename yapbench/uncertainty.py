@@ -128,7 +128,7 @@ def replicates(run: RunData, path: MetricPath, stream: int = 0, b: int = REPLICA
     if head in ("ok_rate", "rejection_rate", "error_rate"):
         return _rate(sessions, head, rng, b)
     if head == "wer":
-        from . import wer
+        from .report import wer
 
         scored = sessions.join(wer.score_sessions(sessions, wer.references(run.meta)))
         scored = scored[scored["wer_ref_words"] > 0]
