@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from processes import stop_process
 from yapbench.arrivals import ArrivalPlan, erlang_b
 from yapbench.capacity.opensearch import OpenSpec, RateLevel, RateSearch, open_answer_line
 from yapbench.errors import UserError
@@ -291,12 +292,7 @@ def test_the_web_ui_form_starts_an_open_loop(ref_server, tmp_path):
         time.sleep(4)
         urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/stop", method="POST"), timeout=10)
     finally:
-        locust.terminate()
-        try:
-            locust.wait(60)
-        except subprocess.TimeoutExpired:
-            locust.kill()
-            raise
+        assert stop_process(locust, 60), "locust did not stop within 60 s of SIGTERM"
     recs = records(run_dir)
     due = np.sort([r["due_at"] for r in recs])
     assert len(due) >= 10 and np.diff(due) == pytest.approx(np.full(len(due) - 1, 0.2), abs=1e-6)

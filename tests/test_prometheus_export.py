@@ -16,6 +16,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from processes import stop_process
 from test_locust_runs import REPO, locust_cmd
 from yapbench.promexport import LoadMetrics
 from yapbench.runlog import SEND_LAG_DTYPE, WORD_DTYPE
@@ -174,8 +175,4 @@ def test_the_web_ui_mode_exports_too(ref_server, tmp_path):
         assert written.count("ok") >= ok  # a session is exported once the run directory holds it
         assert "yapbench_active_streams" in text and "yapbench_word_lag_seconds_bucket" in text
     finally:
-        locust.terminate()
-        try:
-            locust.wait(15)
-        except subprocess.TimeoutExpired:
-            locust.kill()
+        stop_process(locust, 15)

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from processes import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -86,8 +87,4 @@ def test_stt_tab_renders_and_its_numbers_move(ref_server, tmp_path):
         snap = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/stt/stats", timeout=5).read())
         assert snap["sessions"] >= sessions_in(later) and "first_word_ms" in snap["metrics"]
     finally:
-        locust.terminate()
-        try:
-            locust.wait(15)
-        except subprocess.TimeoutExpired:
-            locust.kill()
+        stop_process(locust, 15)
