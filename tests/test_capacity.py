@@ -119,7 +119,10 @@ def test_a_failing_window_summary_stops_the_load(ref_server, tmp_path):
         sessions = run_dir / "sessions.jsonl"
         while not (sessions.exists() and sessions.stat().st_size) and time.monotonic() - started < 60:
             time.sleep(0.2)
-        with open(sessions, "a") as f:  # a record no summary can read: every window's summary now fails
+        # A record no summary can read, with sessions.bin (which the report reads instead) gone: every window's
+        # summary now decodes the JSON lines, and fails on this one.
+        (run_dir / "sessions.bin").unlink()
+        with open(sessions, "a") as f:
             f.write("{not json\n")
         out, _ = proc.communicate(timeout=90)  # the search's -t is 24 h: only stopping on the failure ends it now
     finally:
