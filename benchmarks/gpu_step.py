@@ -88,7 +88,7 @@ def environment() -> dict[str, str]:
 
 
 def speech_like_frames(batch_size: int, count: int, rng: np.random.Generator) -> list[np.ndarray]:
-    # Never zeros (METHOD.md: zeros can run faster than real data); noise at speech level, a few distinct frames.
+    # Never zeros (zeros can run faster than real data on a GPU); noise at speech level, a few distinct frames.
     return [(0.1 * rng.standard_normal((batch_size, FRAME_SAMPLES))).astype(np.float32) for _ in range(count)]
 
 

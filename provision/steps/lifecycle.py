@@ -63,7 +63,7 @@ class ServerStatus(CheckOnly):
                 log = shlex.quote(rec["log"])
                 tail = ctx.run(f"tail -n 5 {log} 2>/dev/null").stdout
                 entry["log_tail"] = ctx.secrets.redact(tail).splitlines()
-                # the model loop can die while the port stays open (PROVISION.md §4.2): count its error lines
+                # the model loop can die while the port stays open (docs/provision.md): count its error lines
                 errors = ctx.run(f"grep -cE {shlex.quote(LOG_ERRORS)} {log} 2>/dev/null").stdout.strip()
                 entry["log_errors"] = int(errors) if errors.isdigit() else 0
             entries.append(entry)
