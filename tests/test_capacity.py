@@ -62,7 +62,7 @@ def run_capacity(server, run_dir: Path, *extra: str) -> subprocess.CompletedProc
 def test_rejections_start_above_batch_size(ref_server, tmp_path):
     server = ref_server(batch_size=4, step_ms=1)
     proc = run_capacity(server, tmp_path / "cap", "--start", "2", "--slo", "first_word.p95<=5000ms")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout + "\n".join(ln for ln in proc.stderr.splitlines() if "capacity" in ln)
     answer = json.loads((tmp_path / "cap" / "capacity.json").read_text())
     assert answer["capacity"] == 4 and answer["first_bad_users"] == 5 and answer["limit"] == "rejections"
     assert "capacity: 4 real-time streams hold every SLO" in proc.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -155,4 +156,7 @@ class CapacityShape(LoadTestShape):
 
 
 if __name__ == "__main__":  # the child process of CapacityShape._summary
+    # Below the generator's priority: on a small host this child's second of pandas would otherwise take a core
+    # from the process pacing the frames, and the search would read its own disturbance as a generator limit.
+    os.nice(10)
     print(json.dumps(window_summary(Path(sys.argv[1]), *map(float, sys.argv[2:5]))))
