@@ -45,8 +45,9 @@ def import_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dic
             elif isinstance(node, ast.ImportFrom):
                 base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else [])) \
                     if node.level else node.module or ""
-                # `from pkg import sub` imports the submodule; `from pkg import name` uses pkg itself
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else known(base) for a in node.names]
+                # `from pkg import name` uses pkg itself; `from pkg import sub` imports the submodule and runs pkg
+                # first, so it depends on both (pkg's __init__ importing sub, even lazily, closes a cycle)
+                targets = [known(base)] + [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in mods]
             for target in targets:
                 if target and target != name:
                     edges.setdefault(target, f"{path.relative_to(root)}:{node.lineno}")
@@ -120,12 +121,14 @@ def test_the_graph_sees_every_kind_of_import(tmp_path):
         (tmp_path / name).write_text(text)
     graph = import_graph(tmp_path, ("pkg",))
     assert {m: set(e) for m, e in graph.items()} == {
-        "pkg": set(), "pkg.low": {"pkg.high"}, "pkg.high": {"pkg.low", "pkg.sub.leaf"}, "pkg.uses_init": {"pkg"},
+        "pkg": set(), "pkg.low": {"pkg.high"}, "pkg.high": {"pkg", "pkg.low", "pkg.sub", "pkg.sub.leaf"},
+        "pkg.uses_init": {"pkg"},
         "pkg.sub": set(), "pkg.sub.leaf": {"pkg.uses_init", "pkg"}}
     assert graph["pkg.low"]["pkg.high"] == "pkg/low.py:3"
     assert cycles(graph) == [["pkg.high", "pkg.low"]]
     packages = package_graph(graph, modules(tmp_path, ("pkg",)))
-    assert packages["pkg.high"] == {"pkg.low": "pkg/high.py:2", "pkg.sub": "pkg/high.py:3"}  # a subpackage: one node
+    # a subpackage is one node
+    assert packages["pkg.high"] == {"pkg": "pkg/high.py:2", "pkg.low": "pkg/high.py:2", "pkg.sub": "pkg/high.py:3"}
     assert set(packages["pkg.sub"]) == {"pkg.uses_init", "pkg"} and "pkg.sub.leaf" not in packages
 
 

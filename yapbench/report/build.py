@@ -9,10 +9,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on CI hosts; must precede any other matplotlib import
 
-from . import plots  # noqa: E402
 from .html import render  # noqa: E402
 from .load import RunData, load_run  # noqa: E402
 from .outputs import REPORT, write_summary  # noqa: E402
+from .plots import gpu as gpu_plot  # noqa: E402
+from .plots import latency_cdfs, latency_values, load_vs_latency, wer_by_sample  # noqa: E402
+from .plots import outcomes as outcomes_plot  # noqa: E402
+from .plots import server as server_plot  # noqa: E402
+from .plots import timeseries as timeseries_plot  # noqa: E402
 from .section import Section  # noqa: E402
 from .summary import summarize_phases  # noqa: E402
 from .timeseries import build as build_timeseries  # noqa: E402
@@ -24,13 +28,13 @@ def build(run_dir: Path, sections: Sequence[Section] = (), settle_s: float | Non
     write_summary(run_dir, summary)
     ts = build_timeseries(run)
     images = {
-        "latency_cdf": plots.latency_cdfs(plots.latency_values(run), run_dir),
-        "timeseries": plots.timeseries(ts, run_dir, summary["phases"]),
-        "gpu": plots.gpu(ts, run_dir),
-        "server": plots.server(ts, run_dir),
-        "load_latency": plots.load_vs_latency(run, run_dir),
-        "outcomes": plots.outcomes(summary["outcomes"], run_dir),
-        "wer": plots.wer_by_sample(summary["wer_by_sample"], run_dir),
+        "latency_cdf": latency_cdfs(latency_values(run), run_dir),
+        "timeseries": timeseries_plot(ts, run_dir, summary["phases"]),
+        "gpu": gpu_plot(ts, run_dir),
+        "server": server_plot(ts, run_dir),
+        "load_latency": load_vs_latency(run, run_dir),
+        "outcomes": outcomes_plot(summary["outcomes"], run_dir),
+        "wer": wer_by_sample(summary["wer_by_sample"], run_dir),
     }
     (run_dir / REPORT).write_text(render(summary, images, summary["notes"] + _missing(run), sections),
                                   encoding="utf-8")

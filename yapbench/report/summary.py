@@ -17,11 +17,12 @@ import pandas as pd
 
 from .. import runlog
 from ..metrics import NOT_ERRORS, summarize
-from . import openloop, wer
 from .load import RunData, window
+from .openloop import GOOD, good_sessions, section_rates, traffic
 from .phases import GENERATOR_LAG_LIMIT_MS, Phase, phases_of, settle_of
 from .schema import (GPU_FIELDS, OUTCOMES, SCHEMA_VERSION, SEND_LAG_METRIC, SESSION_METRICS, START_LAG_METRIC,
                      TARGETS, WER_BY_SAMPLE, WER_SESSIONS_METRIC, WORD_METRICS)
+from .wer import references, score_sessions
 
 RUN_KEYS = ("run_id", "target", "targets", "users", "spawn_rate", "speed", "shape", "started_at", "ended_at",
             "command", "generator_host", "yapbench_version", "arrival_rate", "arrival", "arrival_start",
@@ -35,14 +36,14 @@ def summarize_data(run: RunData) -> dict:
     if run.meta.get("goodput_error"):
         run.notes.append(f"goodput not computed: {run.meta['goodput_error']}")
     if objectives:
-        sessions = sessions.assign(**{openloop.GOOD: openloop.good_sessions(sessions, words, objectives)})
+        sessions = sessions.assign(**{GOOD: good_sessions(sessions, words, objectives)})
     summary: dict = {
         "schema": SCHEMA_VERSION,
         "run": _run_info(run),
         "window": {"start": run.start, "end": run.end},
     }
     summary.update(_section(sessions, words, run.duration_s))
-    summary.update(openloop.traffic(sessions, run.meta, run.start, run.end, run.server))
+    summary.update(traffic(sessions, run.meta, run.start, run.end, run.server))
     summary[START_LAG_METRIC] = stats(sessions["start_lag_ms"]) if "start_lag_ms" in sessions else {"count": 0}
     summary[SEND_LAG_METRIC] = run.send_lag.stats()
     summary["estimates"] = [] if run.send_lag.exact else [SEND_LAG_METRIC]
@@ -67,7 +68,7 @@ def with_wer(run: RunData) -> RunData:
     """The run with each session's WER counts (scored once: the windows of a run share them)."""
     if "wer_errors" in run.sessions:
         return run
-    return replace(run, sessions=run.sessions.join(wer.score_sessions(run.sessions, wer.references(run.meta))))
+    return replace(run, sessions=run.sessions.join(score_sessions(run.sessions, references(run.meta))))
 
 
 def stats(values: pd.Series | np.ndarray) -> dict:
@@ -92,7 +93,7 @@ def _section(sessions: pd.DataFrame, words: pd.DataFrame, duration_s: float) -> 
         "ok_rate": _ratio(outcomes["ok"], n),
         "rejection_rate": _ratio(outcomes["rejected"], n),
         "error_rate": _ratio(n - sum(outcomes.get(str(o), 0) for o in NOT_ERRORS), n),
-        **openloop.section_rates(sessions, duration_s),
+        **section_rates(sessions, duration_s),
     }
     for key, col in SESSION_METRICS.items():
         out[key] = stats(served[col])
@@ -141,7 +142,7 @@ def _estimate_notes(summary: dict) -> list[str]:
 
 
 def _wer_notes(sessions: pd.DataFrame, meta: dict) -> list[str]:
-    refs = wer.references(meta)
+    refs = references(meta)
     missing = sorted(set(sessions.loc[sessions["outcome"] == "ok", "sample"].dropna()) - set(refs))
     if not missing:
         return []
