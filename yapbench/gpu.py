@@ -19,11 +19,12 @@ from __future__ import annotations
 import csv
 import io
 import math
+import socket
 import sys
 import time
 import _thread
 import uuid
-from dataclasses import astuple, dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -59,10 +60,12 @@ def _native_thread_primitives() -> tuple[Callable[..., int], Callable[[], Any]]:
 
 
 class _CsvSink:
-    """Appends samples to RUN_DIR/gpu.csv, header first; opened on the first sample so a GPU-less run leaves no file."""
+    """Appends one host's samples to RUN_DIR/gpu.csv, header first; opened on the first sample so a GPU-less run
+    leaves no file."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, host: str) -> None:
         self.path = Path(run_dir) / GPU_CSV
+        self.host = host
         self.rows = 0
         self._file: TextIO | None = None
         self._writer: Any = None
@@ -75,7 +78,8 @@ class _CsvSink:
             self._writer = csv.writer(self._file)
             if new:
                 self._writer.writerow(GPU_COLUMNS)
-        self._writer.writerow(["" if v is None else v for v in astuple(sample)])
+        row = {**asdict(sample), "host": self.host}
+        self._writer.writerow(["" if row[c] is None else row[c] for c in GPU_COLUMNS])
         self._file.flush()
         self.rows += 1
 
@@ -120,12 +124,13 @@ def _nvml_sample(handle: Any, index: int, name: str, t: float) -> GpuSample:
 
 
 class GpuSampler:
-    """Samples every local GPU through NVML each `interval_s` in a background OS thread, until `stop()`."""
+    """Samples every local GPU through NVML each `interval_s` in a background OS thread, until `stop()`; its rows'
+    host is this machine's name."""
 
     def __init__(self, run_dir: str | Path, interval_s: float = 1.0) -> None:
         self.interval_s = interval_s
         self.note: str | None = None  # why nothing is sampled, when that is so
-        self._sink = _CsvSink(run_dir)
+        self._sink = _CsvSink(run_dir, socket.gethostname())
         self._handles: list[tuple[int, str, Any]] = []
         self._start_thread, allocate_lock = _native_thread_primitives()
         # Two native locks, held while the thread runs: stop() releases `_stop` (the thread's wait then succeeds);
@@ -245,14 +250,14 @@ class RemoteGpuSampler:
     closed channel.
     """
 
-    def __init__(
-        self, connection: Any, run_dir: str | Path, interval_s: float = 1.0, query: str = NVIDIA_SMI_QUERY
-    ) -> None:
+    def __init__(self, connection: Any, run_dir: str | Path, interval_s: float = 1.0, query: str = NVIDIA_SMI_QUERY,
+                 host: str | None = None) -> None:
         self.connection = connection
         self.interval_s = interval_s
         self.query = query
         self.note: str | None = None
-        self._sink = _CsvSink(run_dir)
+        # The rows' host: as given (a provisioned host's name), else the connection's (fabric's Connection.host).
+        self._sink = _CsvSink(run_dir, host if host is not None else str(getattr(connection, "host", "") or ""))
         self._pidfile = f"/tmp/yapbench-gpu-{uuid.uuid4().hex}.pid"
         self._errors = io.StringIO()
         self._promise: Any = None

@@ -90,12 +90,17 @@ WORD_CSV_COLUMNS = ("session_id", "idx", "text", "start_time", "stop_time", "rec
 SEND_LAG_DTYPE = np.dtype([("t", "<f8"), ("lag_ms", "<f4")])  # t: epoch seconds of the send
 # Frames whose send fell in second `t` (epoch) and whose lag fell in loghist bucket `bucket`: `count`.
 SEND_LAG_HIST_DTYPE = np.dtype([("t", "<u4"), ("bucket", "<u2"), ("count", "<u4")])
-GPU_COLUMNS = ("t", "gpu", "name", "util_pct", "mem_used_mib", "mem_total_mib", "power_w", "temp_c", "sm_clock_mhz")
+# host: the machine the GPU is in (GPU 0 of two provisioned hosts is two GPUs).
+GPU_COLUMNS = ("t", "host", "gpu", "name", "util_pct", "mem_used_mib", "mem_total_mib", "power_w", "temp_c",
+               "sm_clock_mhz")
 SERVER_COLUMNS = ("t", "target", "used_slots", "total_slots")
 # Column types for readers of the CSV files.
-GPU_DTYPES = {"t": "float64", "gpu": "int64", "name": "string", "util_pct": "float64", "mem_used_mib": "float64",
-              "mem_total_mib": "float64", "power_w": "float64", "temp_c": "float64", "sm_clock_mhz": "float64"}
+GPU_DTYPES = {"t": "float64", "host": "string", "gpu": "int64", "name": "string", "util_pct": "float64",
+              "mem_used_mib": "float64", "mem_total_mib": "float64", "power_w": "float64", "temp_c": "float64",
+              "sm_clock_mhz": "float64"}
 SERVER_DTYPES = {"t": "float64", "target": "string", "used_slots": "float64", "total_slots": "float64"}
+# Columns a file written by an older yapbench may lack, and the value they read as.
+GPU_ADDED = {"host": ""}  # gpu.csv before the host column: every GPU on one host
 # the servers' Prometheus /metrics per scrape interval (yapbench.servermetrics, docs/telemetry.md)
 SERVER_METRICS_COLUMNS = ("t", "target", "open_channels", "connects", "steps", "step_mean_ms", "step_p50_ms",
                           "step_p99_ms", "slow_steps", "closed", "closed_mean_steps")
@@ -481,9 +486,10 @@ def _without_torn_line(path: Path) -> Path | io.BytesIO:
     return io.BytesIO(data[: data.rfind(b"\n") + 1])
 
 
-def read_csv(path: Path, dtypes: dict[str, str]):
-    """A CSV file of the run directory (gpu.csv, server.csv) as a DataFrame, None when absent or empty.
-    Raises ValueError naming the file when it cannot be read or lacks a column."""
+def read_csv(path: Path, dtypes: dict[str, str], added: dict[str, object] | None = None):
+    """A CSV file of the run directory (gpu.csv, server.csv) as a DataFrame, None when absent or empty; `added`:
+    columns newer than some files, filled with their value there. Raises ValueError naming the file when it cannot
+    be read or lacks a column."""
     import pandas as pd
 
     if not path.exists() or path.stat().st_size == 0:
@@ -492,6 +498,9 @@ def read_csv(path: Path, dtypes: dict[str, str]):
         df = pd.read_csv(_without_torn_line(path), dtype=dtypes)
     except (ValueError, pd.errors.ParserError) as exc:
         raise ValueError(f"{path.name} ignored: {exc}") from None
+    for column, value in (added or {}).items():
+        if column not in df.columns:
+            df[column] = pd.Series(value, index=df.index, dtype=dtypes[column])
     missing = [c for c in dtypes if c not in df.columns]
     if missing:
         raise ValueError(f"{path.name} ignored: missing column(s) {', '.join(missing)}")

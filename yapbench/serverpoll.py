@@ -7,8 +7,10 @@ server exposes `used_slots` / `total_slots` for its BatchedAsr module (docs/prot
 server's side, and let a fleet load send each new stream to the least-loaded target. The Prometheus scraper
 (yapbench.servermetrics) is the other subclass.
 
-A target that does not answer gets no row for that round; its last reason is kept in `failures` so the caller can
-say why a file stayed empty. The file is created with its first row: no answer at all leaves no file.
+Each round reads every target concurrently, waits one interval at most, and stamps the rows with the round's time.
+A target that does not answer in time gets no row for that round (missing data, not zero: the report leaves a
+gap); its last reason is kept in `failures` so the caller can say why a file stayed empty. The file is created with
+its first row: no answer at all leaves no file.
 """
 
 from __future__ import annotations
@@ -106,20 +108,29 @@ class TargetPoller:
         try:
             next_t = time.monotonic()
             while True:
-                for target in self.targets:
-                    row = self.read(target)
-                    if row is not None:
+                # Every target at once, until the next round is due, and the round's rows share its time: a target
+                # that hangs must not delay the others' rows into the next second, where a per-second sum misses them.
+                # A fixed cadence, not sleep(interval) after the reads: rounds stay one interval apart; a round that
+                # overran (the file, the hub) restarts the cadence instead of bursting to catch up.
+                t = time.time()
+                next_t += self.interval_s
+                reads = [gevent.spawn(self.read, target) for target in self.targets]
+                gevent.joinall(reads, timeout=max(0.0, next_t - time.monotonic()))
+                for target, read in zip(self.targets, reads):
+                    if not read.ready():
+                        read.kill(block=False)
+                        self.failures[target] = f"no answer within the {self.interval_s:g} s poll interval"
+                    elif read.value is not None:
                         self.failures.pop(target, None)
                         self.answered.add(target)
-                        self._write(time.time(), target, row)
+                        self._write(t, target, read.value)
+                    elif read.exception is not None:
+                        self.failures[target] = repr(read.exception)
                 self.generation += 1
                 if self._file is not None:
                     self._file.flush()
-                # A fixed cadence, not sleep(interval) after the reads: rows stay one interval apart; a round slower
-                # than the interval (a target timing out) restarts the cadence instead of bursting to catch up.
-                next_t += self.interval_s
                 if next_t < time.monotonic():
-                    next_t = time.monotonic() + self.interval_s
+                    next_t = time.monotonic()
                 gevent.sleep(next_t - time.monotonic())
         finally:
             if self._file is not None:

@@ -48,7 +48,7 @@ def remote_gpu_samplers(opts, run_dir: Path) -> list[RemoteGpuSampler]:
         except Exception as exc:  # the load goes on without this host's telemetry
             log.warning("yapbench: no GPU telemetry from %s: %s", host.name, exc)
             continue
-        sampler = RemoteGpuSampler(executor.conn, run_dir).start()
+        sampler = RemoteGpuSampler(executor.conn, run_dir, host=host.name).start()
         if sampler.note:
             log.warning("yapbench: %s: %s", host.name, sampler.note)
         samplers.append(sampler)

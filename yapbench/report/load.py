@@ -91,7 +91,7 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
         sessions=sessions,
         words=_words_frame(words, sessions, len(all_sessions)),
         send_lag=send_lag,
-        gpu=_window(_read_csv(d / runlog.GPU, runlog.GPU_DTYPES, notes), lo, hi),
+        gpu=_window(_read_csv(d / runlog.GPU, runlog.GPU_DTYPES, notes, runlog.GPU_ADDED), lo, hi),
         server=_window(_read_csv(d / runlog.SERVER, runlog.SERVER_DTYPES, notes), lo, hi),
         server_metrics=_window(_read_csv(d / runlog.SERVER_METRICS, runlog.SERVER_METRICS_DTYPES, notes), lo, hi),
         start=start,
@@ -195,9 +195,10 @@ def _words_frame(words: runlog.Words, sessions: pd.DataFrame, lines: int) -> pd.
     return pd.DataFrame(cols, copy=False)
 
 
-def _read_csv(path: Path, dtypes: dict[str, str], notes: list[str]) -> pd.DataFrame | None:
+def _read_csv(path: Path, dtypes: dict[str, str], notes: list[str], added: dict[str, object] | None = None,
+              ) -> pd.DataFrame | None:
     try:
-        return runlog.read_csv(path, dtypes)
+        return runlog.read_csv(path, dtypes, added)
     except ValueError as exc:
         notes.append(str(exc))
         return None

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from .bulk import sample_cdf
 from .load import RunData
 from .schema import SESSION_METRICS, WORD_METRICS
-from .timeseries import TimeSeries, active_at
+from .timeseries import TimeSeries, active_at, each_gpu
 
 CDF_POINTS = 2000
 SCATTER_POINTS = 5000
@@ -116,8 +116,8 @@ def gpu(ts: TimeSeries, out_dir: Path) -> str | None:
     fig = Figure(figsize=(13, 2.3 * len(fields)), layout="constrained")
     axes = fig.subplots(len(fields), 1, sharex=True)
     for ax, (col, title) in zip(axes, fields):
-        for idx, g in ts.gpu.groupby("gpu"):
-            ax.plot(g["t"], g[col], label=f"gpu {idx}", linewidth=1)
+        for label, g in each_gpu(ts.gpu):
+            ax.plot(g["t"], g[col], label=label, linewidth=1)
         ax.set_title(title, fontsize=10, loc="left")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
@@ -151,8 +151,8 @@ def server(ts: TimeSeries, out_dir: Path) -> str | None:
                           alpha=0.5, label="client active streams")
     axes["channels"].set_title("streams", fontsize=10, loc="left")
     if ts.gpu is not None:
-        for idx, g in ts.gpu.groupby("gpu"):
-            axes["gpu"].plot(g["t"], g["util_pct"], linewidth=1, label=f"gpu {idx}")
+        for label, g in each_gpu(ts.gpu):
+            axes["gpu"].plot(g["t"], g["util_pct"], linewidth=1, label=label)
         axes["gpu"].set_title("GPU utilisation (%)", fontsize=10, loc="left")
     for ax in axes.values():
         ax.grid(alpha=0.3)

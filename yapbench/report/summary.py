@@ -58,7 +58,7 @@ def summarize_data(run: RunData) -> dict:
             for i, name in enumerate(names)
         }
     if run.gpu is not None:
-        summary["gpu"] = {"gpus": int(run.gpu["gpu"].nunique()),
+        summary["gpu"] = {"gpus": len(run.gpu[["host", "gpu"]].drop_duplicates()),
                           **{f: stats(run.gpu[f].to_numpy(dtype=np.float64)) for f in GPU_FIELDS}}
     summary["notes"] = run.notes + _wer_notes(sessions, run.meta) + _estimate_notes(summary)
     return summary

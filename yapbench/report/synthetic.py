@@ -119,7 +119,7 @@ def _gpu_csv(path: Path, rng: np.random.Generator, t0: float, duration_s: float)
     with open(path, "w", encoding="utf-8") as f:
         f.write(",".join(GPU_COLUMNS) + "\n")
         for s in range(int(duration_s)):
-            f.write(f"{t0 + s},0,NVIDIA H100,{rng.uniform(40, 95):.0f},{30000 + 10 * s},81559,"
+            f.write(f"{t0 + s},gpu-host,0,NVIDIA H100,{rng.uniform(40, 95):.0f},{30000 + 10 * s},81559,"
                     f"{rng.uniform(200, 600):.1f},60,1980\n")
 
 

@@ -6,6 +6,7 @@ long run) are estimated from log-bucket counts, within 1 % (report.bulk)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ class TimeSeries:
     backlog: pd.DataFrame  # p50, p95, max of sessions' backlog_max_ms by end time
     rejections: pd.Series  # rejected sessions per second
     send_lag: pd.DataFrame  # p50, p99, max per bin (estimates within 1 %)
-    gpu: pd.DataFrame | None  # per GPU: t, gpu, util_pct, mem_used_mib, power_w
+    gpu: pd.DataFrame | None  # per GPU: t, host, gpu, util_pct, mem_used_mib, power_w
     server: pd.DataFrame | None  # per target and scrape: t, target, step_p50_ms, step_p99_ms, open_channels
 
 
@@ -49,7 +50,8 @@ def build(run: RunData) -> TimeSeries:
     rej = np.bincount(np.clip((rejected // bin_s).astype(np.int64), 0, n_bins - 1), minlength=n_bins) / bin_s
     gpu = None
     if run.gpu is not None:
-        gpu = run.gpu.assign(t=run.gpu["t"] - run.start)[["t", "gpu", "util_pct", "mem_used_mib", "power_w"]]
+        gpu = run.gpu.assign(t=run.gpu["t"] - run.start, host=run.gpu["host"].fillna(""))[
+            ["t", "host", "gpu", "util_pct", "mem_used_mib", "power_w"]]
     return TimeSeries(
         bin_s=bin_s,
         start=run.start,
@@ -68,6 +70,13 @@ def build(run: RunData) -> TimeSeries:
     )
 
 
+def each_gpu(gpu: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(label, its rows) per GPU: "gpu 0", or "HOST gpu 0" once the GPUs are on more than one host."""
+    several = gpu["host"].nunique() > 1
+    for (host, idx), g in gpu.groupby(["host", "gpu"], sort=True):
+        yield (f"{host} gpu {idx}" if several else f"gpu {idx}"), g
+
+
 def active_at(sessions: pd.DataFrame, times: np.ndarray) -> np.ndarray:
     """Sessions open at each time: started at or before it, not yet ended."""
     starts = np.sort(sessions["started_at"].to_numpy())
@@ -80,10 +89,15 @@ def _bins(t: np.ndarray, bin_s: float) -> np.ndarray:
 
 
 def _slots(server: pd.DataFrame, start: float, bin_s: float) -> pd.Series:
-    """Used slots per bin, summed over the targets polled (each target's mean within the bin)."""
+    """Used slots per bin, summed over the targets (each target's mean within the bin). A missing poll is missing
+    data, not zero slots: a bin where a target has no row (carried over from the bin before at most, for cadence
+    jitter) has no total, so a target that times out leaves a gap instead of a dip to the other targets' sum."""
     bins = _bins(server["t"].to_numpy() - start, bin_s)
-    per_target = server.groupby([bins, server["target"].to_numpy()])["used_slots"].mean()
-    return per_target.groupby(level=0).sum()
+    per_target = server.groupby([bins, server["target"].to_numpy()])["used_slots"].mean().unstack()
+    lo, hi = per_target.index.min(), per_target.index.max()
+    grid = lo + bin_s * np.arange(round((hi - lo) / bin_s) + 1)
+    per_target = per_target.reindex(grid).ffill(limit=1)
+    return per_target.sum(axis=1, min_count=per_target.shape[1])
 
 
 def _quantiles(t: np.ndarray, values: pd.Series | np.ndarray, bin_s: float, qs: dict[str, float]) -> pd.DataFrame:
