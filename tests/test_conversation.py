@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import subprocess
 
@@ -16,7 +17,8 @@ from yapbench.metrics import Outcome
 from yapbench.options import On, add_cli_options
 from yapbench.protocol import FRAME_SECONDS
 from yapbench.samples import DEFAULT_MANIFEST
-from yapbench.runlog import read_session_records
+from yapbench.gates import check_run
+from yapbench.runlog import read_session_records, read_turns
 from yapbench.server.engines.pause import loud_rows
 from yapbench.session import SessionConfig, run_session
 from yapbench.streamer import prepare_clip
@@ -107,15 +109,48 @@ def test_a_server_without_steps_records_no_end_of_turn_signal(ref_server, two_tu
     assert all(t.words > 0 for t in r.turns)
 
 
-def test_a_locust_run_streams_conversations_and_records_their_turns(ref_server, tmp_path):
-    server = ref_server(step_ms=2)
+@pytest.mark.parametrize("config", [None, "config-stt-en-hf.toml"])
+def test_a_locust_run_of_conversations_records_summarizes_and_gates_the_turns(ref_server, tmp_path, config):
+    server = ref_server(step_ms=2, **({"config": config} if config else {}))
     cmd = locust_cmd(server.url, tmp_path, "--samples", f"{FIRST},{SECOND}", "--conversation", "turns=2,pause=2.5s",
                      users=2, run_time="4s")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
-    records = [r for r in read_session_records(tmp_path) if r["outcome"] == "ok"]
-    assert len(records) >= 2
-    for r in records:
-        assert len(r["turns"]) == 2 and r["end_of_turn_signal"] is True
+    records = read_session_records(tmp_path)
+    ok = [r for r in records if r["outcome"] == "ok"]
+    assert len(ok) >= 2
+    for r in ok:
+        assert len(r["turns"]) == 2 and r["end_of_turn_signal"] is (config is None)
         assert r["sample"] == "+".join(t["sample"] for t in r["turns"])
-        assert all(t["words"] > 0 and t["end_of_turn_ms"] is not None for t in r["turns"])
+        assert all(t["words"] > 0 and 0 < t["start_s"] < t["end_s"] for t in r["turns"])
+        assert all((t["end_of_turn_ms"] is not None) is (config is None) for t in r["turns"])
+    # turns.bin holds the same turns, in columns, keyed by their session's line
+    turns = read_turns(tmp_path, len(records))
+    want = [(i, k) for i, r in enumerate(records) for k, _ in enumerate(r["turns"])]
+    assert list(zip(turns["session"].tolist(), turns["idx"].tolist())) == want
+    nan = float("nan")
+    assert turns["end_ms"] == pytest.approx([nan if t["end_ms"] is None else t["end_ms"]
+                                             for r in records for t in r["turns"]], rel=1e-6, nan_ok=True)
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    served = summary["sessions"] - summary["outcomes"]["rejected"]
+    assert summary["turns"] == 2 * served and summary["run"]["conversation"] == "turns=2,pause=2.5s"
+    assert summary["turn_first_word"]["count"] >= 2 * summary["outcomes"]["ok"]
+    speech = sum(t["speech_s"] for r in ok for t in r["turns"])
+    assert summary["speech_share"] == pytest.approx(speech / (speech + PAUSE_S * 2 * len(ok)), rel=0.1)
+    assert summary["wer"] == 0  # each conversation scored against its turns' transcripts, in turn order
+    gates = tmp_path / "gates.toml"
+    gates.write_text('[[gate]]\ncondition = "end_of_turn_detect.max <= 2500ms"\n'
+                     '[[gate]]\ncondition = "false_end_of_turn_rate == 0"\n'
+                     '[[gate]]\ncondition = "turn_first_word_ms.max <= 3s"\n')
+    verdict = check_run(tmp_path, gates)
+    if config is None:
+        assert summary["end_of_turn_detect"]["count"] == summary["turns"]
+        assert summary["false_end_of_turn_rate"] == 0 and summary["end_of_turn_missed_rate"] == 0
+        assert not any("end-of-turn" in note for note in summary["notes"])
+        assert verdict.passed, verdict.table()
+    else:  # stt-2.6b-en: no Steps, nothing to detect the end of a turn with, one line that says so, no verdict
+        assert summary["end_of_turn_detect"] == {"count": 0} and summary["false_end_of_turn_rate"] is None
+        assert sum("no end-of-turn signal" in note for note in summary["notes"]) == 1
+        assert [r.name.split()[0] for r in verdict.failures] == ["end_of_turn_detect.max", "false_end_of_turn_rate"]
+        assert all(r.value == "no data" for r in verdict.failures), verdict.table()

@@ -14,6 +14,10 @@ SUMMARY = {
     "outcomes": {"ok": 99, "rejected": 1},
     "targets": {"ws://10.0.0.1:8080": {"first_word": {"count": 5, "p95": 1100.0}}},
     "wer_by_sample": {"jfk.flac": {"wer": 0.2}},
+    "end_of_turn_detect": {"count": 120, "p95": 760.0},
+    "turn_first_word": {"count": 120, "p95": 1300.0},
+    "false_end_of_turn_rate": 0.02,
+    "turns": 120,
 }
 
 
@@ -30,6 +34,11 @@ SUMMARY = {
     ("outcomes.rejected > 0", True),
     ("targets.ws://10.0.0.1:8080.first_word.p95 <= 1s", False),
     ("wer_by_sample.jfk.flac.wer <= 25%", True),
+    ("end_of_turn_detect.p95<=800ms", True),  # conversations (--conversation): per-turn metrics and rates
+    ("end_of_turn_detect_ms.p95 < 0.75s", False),
+    ("turn_first_word.p95<=1.2s", False),
+    ("false_end_of_turn_rate<=1%", False),
+    ("turns >= 100", True),
 ])
 def test_evaluate(expr: str, passed: bool) -> None:
     assert parse_condition(expr).check(SUMMARY).passed is passed
@@ -56,6 +65,8 @@ def test_unobserved_metric_fails_with_no_value() -> None:
     ("outcomes.okay>=1", "expected outcomes.<outcome>"),
     ("outcomes.ok>=1ms", "does not fit"),
     ("wer.p95<=1", "single number"),
+    ("end_of_turn_detect<=800ms", "needs one statistic"),
+    ("false_end_of_turn_rate<=5ms", "does not fit"),
     ("first_word.p95 => 1s", "expected PATH OP VALUE"),
     ("first_word.p95 <= fast", "not a number"),
 ])

@@ -34,6 +34,7 @@ COLUMNS = {
     runlog.SESSIONS: runlog.SESSION_COLUMNS,
     runlog.SESSIONS_BIN: runlog.SESSION_BIN_DTYPE.names,
     runlog.WORDS: runlog.WORD_DTYPE.names,
+    runlog.TURNS: runlog.TURN_DTYPE.names,
     runlog.SEND_LAG: runlog.SEND_LAG_DTYPE.names,
     runlog.SEND_LAG_HIST: runlog.SEND_LAG_HIST_DTYPE.names,
     runlog.GPU: runlog.GPU_COLUMNS,
@@ -42,6 +43,7 @@ COLUMNS = {
     runlog.WORDS_CSV: runlog.WORD_CSV_COLUMNS,
 }
 BINARY = {runlog.SESSIONS_BIN: runlog.SESSION_BIN_DTYPE, runlog.WORDS: runlog.WORD_DTYPE,
+          runlog.TURNS: runlog.TURN_DTYPE,
           runlog.SEND_LAG: runlog.SEND_LAG_DTYPE, runlog.SEND_LAG_HIST: runlog.SEND_LAG_HIST_DTYPE}
 
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from .metrics import TURN_SEP
 from .protocol import FRAME_SECONDS
 from .streamer import PreparedClip, Turn
 
@@ -84,7 +85,7 @@ def build_conversation(clips: Sequence[PreparedClip], pauses_s: Sequence[float])
         turns.append(Turn(clip.name, len(frames), len(frames) + clip.n_frames))
         frames.extend(clip.frames)
         frames.extend([silence] * round(pause_s / FRAME_SECONDS))
-    return PreparedClip("+".join(c.name for c in clips), tuple(frames), silence, len(frames) * FRAME_SECONDS,
+    return PreparedClip(TURN_SEP.join(c.name for c in clips), tuple(frames), silence, len(frames) * FRAME_SECONDS,
                         tuple(turns))
 
 

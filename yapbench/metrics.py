@@ -33,6 +33,8 @@ NOT_SERVED = frozenset({Outcome.REJECTED, Outcome.AUTH_FAILED, Outcome.CONNECT_F
 # Outcomes that are not the server's fault: they do not count as errors.
 NOT_ERRORS = frozenset({Outcome.OK, Outcome.REJECTED, Outcome.CANCELLED, Outcome.DROPPED})
 
+TURN_SEP = "+"  # a conversation's `sample`: its turns' sample names joined by this, in turn order
+
 # End of turn as Unmute detects it: the pause head for "a pause within 2 s" (prs[2]) at or above 0.5, as received.
 EOT_HEAD = 2
 EOT_THRESHOLD = 0.5
@@ -61,10 +63,13 @@ class TurnTiming:
     pause_after_s: float  # silence streamed after the turn, paced in real time
     words: int  # Words whose start_time falls in this turn (its speech and the pause after it)
     transcript: str
+    start_s: float | None = None  # the turn's first frame sent, seconds after the session's started_at
+    end_s: float | None = None  # the turn's last speech frame sent, seconds after the session's started_at
     first_word_ms: float | None = None  # turn speech start (its first frame sent) to the turn's first Word
     end_ms: float | None = None  # turn speech end (its last frame sent) to the turn's last Word
     end_of_turn_ms: float | None = None  # turn speech end to the first Step with prs[EOT_HEAD] >= EOT_THRESHOLD
     false_end_of_turn: int = 0  # rises of the prediction above the threshold inside the turn's speech
+    flush_ms: float | None = None  # flush=turn: turn speech end to the echo of the Marker sent after it
 
 
 @dataclass(slots=True)

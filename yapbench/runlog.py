@@ -6,6 +6,7 @@ docs/run-directory.md documents this module (a test checks that the two agree). 
     sessions.jsonl      one JSON object per finished session (SESSION_COLUMNS, SessionResult.record())
     sessions.bin        the numbers of each session line, and hashes of its strings (SESSION_BIN_DTYPE)
     words.bin           one WORD_DTYPE record per Word, keyed by its session's line in sessions.jsonl
+    turns.bin           one TURN_DTYPE record per turn of a conversation (--conversation), keyed likewise
     send_lag.bin        one SEND_LAG_DTYPE record per speech frame sent, up to SEND_LAG_RAW_LIMIT frames
     send_lag_hist.bin   the same lags as a log-bucketed histogram per second (SEND_LAG_HIST_DTYPE, yapbench.loghist)
     gpu.csv             NVML / nvidia-smi samples (GPU_COLUMNS), when a GPU was visible
@@ -42,6 +43,7 @@ SESSIONS = "sessions.jsonl"
 SESSIONS_BIN = "sessions.bin"
 WORDS = "words.bin"
 WORDS_CSV = "words.csv"  # schema 1
+TURNS = "turns.bin"
 SEND_LAG = "send_lag.bin"
 SEND_LAG_HIST = "send_lag_hist.bin"
 GPU = "gpu.csv"
@@ -86,6 +88,12 @@ def string_hash(value: str | None) -> int:
 # when no EndWord came. t: arrival, seconds after the session's started_at (float32 keeps 10 us over hours).
 WORD_DTYPE = np.dtype([("session", "<u4"), ("idx", "<u4"), ("t", "<f4"), ("start_time", "<f4"),
                        ("stop_time", "<f4"), ("lag_ms", "<f4"), ("end_lag_ms", "<f4")])
+# A conversation's turn (metrics.TurnTiming): its session's `turns` list, in columns the report reads without
+# decoding JSON. Times NaN where not observed; start_s/end_s are seconds after the session's started_at.
+TURN_DTYPE = np.dtype([("session", "<u4"), ("idx", "<u2"), ("end_of_turn_signal", "u1"), ("start_s", "<f4"),
+                       ("end_s", "<f4"), ("speech_s", "<f4"), ("pause_after_s", "<f4"), ("words", "<u4"),
+                       ("first_word_ms", "<f4"), ("end_ms", "<f4"), ("end_of_turn_ms", "<f4"),
+                       ("false_end_of_turn", "<u2"), ("flush_ms", "<f4")])
 WORD_CSV_COLUMNS = ("session_id", "idx", "text", "start_time", "stop_time", "recv_ms", "lag_ms", "end_lag_ms", "t")
 SEND_LAG_DTYPE = np.dtype([("t", "<f8"), ("lag_ms", "<f4")])  # t: epoch seconds of the send
 # Frames whose send fell in second `t` (epoch) and whose lag fell in loghist bucket `bucket`: `count`.
@@ -163,6 +171,7 @@ class RunLog:
         self._sessions = open(self.dir / SESSIONS, "ab")
         self._sessions_bin = open(self.dir / SESSIONS_BIN, "ab")
         self._words = open(self.dir / WORDS, "ab")
+        self._turns: io.BufferedWriter | None = None  # opened with the first conversation's turns
         self._send_lag = open(self.dir / SEND_LAG, "ab")
         self._hist = open(self.dir / SEND_LAG_HIST, "ab")
         self.raw_lags = self._send_lag.tell() // SEND_LAG_DTYPE.itemsize
@@ -195,12 +204,19 @@ class RunLog:
         words = np.frombuffer(b"".join(w for _, w, _ in items), dtype=WORD_DTYPE).copy()
         per_session = [len(w) // WORD_DTYPE.itemsize for _, w, _ in items]
         lags = b"".join(lag for _, _, lag in items)
+        turns = turn_records([record for record, _, _ in items])
         with self._lock:
             first = self.sessions_written
             words["session"] = np.repeat(np.arange(first, first + len(items), dtype=np.uint32), per_session)
-            # Words and lags first: a session line is the commit record that says its words are complete.
+            # Words, turns and lags first: a session line is the commit record that says they are complete.
             self._words.write(words.tobytes())
             self._words.flush()
+            if turns.size:
+                turns["session"] += first
+                if self._turns is None:
+                    self._turns = open(self.dir / TURNS, "ab")
+                self._turns.write(turns.tobytes())
+                self._turns.flush()
             self._append_lags(lags)
             numbers["offset"] += self._sessions.tell()
             self._sessions_bin.write(numbers.tobytes())
@@ -244,8 +260,8 @@ class RunLog:
         with self._lock:
             if not self._hist.closed:
                 self._flush_hist()
-            for f in (self._sessions, self._sessions_bin, self._words, self._send_lag, self._hist):
-                if not f.closed:
+            for f in (self._sessions, self._sessions_bin, self._words, self._send_lag, self._hist, self._turns):
+                if f is not None and not f.closed:
                     f.close()
 
 
@@ -262,6 +278,27 @@ def session_numbers(records: list[dict], lengths: list[int]) -> np.ndarray:
             out[name] = [nan if r.get(name) is None else r[name] for r in records] if name != "words" else \
                 [r.get(name) or 0 for r in records]
     return out
+
+
+def turn_records(records: list[dict]) -> np.ndarray:
+    """TURN_DTYPE records of consecutive session lines' turns (`session` counted from the first of them)."""
+    rows = [(i, k, bool(r.get("end_of_turn_signal")), t)
+            for i, r in enumerate(records) for k, t in enumerate(r.get("turns") or ())]
+    out = np.zeros(len(rows), dtype=TURN_DTYPE)
+    if not rows:
+        return out
+    out["session"], out["idx"], out["end_of_turn_signal"] = zip(*((i, k, signal) for i, k, signal, _ in rows))
+    nan = float("nan")
+    for name in TURN_DTYPE.names[3:]:
+        out[name] = [nan if t.get(name) is None else t[name] for *_, t in rows]
+    return out
+
+
+def read_turns(run_dir: str | Path, lines: int) -> np.ndarray:
+    """turns.bin's records of the first `lines` session lines (those read): a killed writer's turns past the last
+    complete line are dropped. Empty when the run had no conversation."""
+    turns = _read_records(Path(run_dir) / TURNS, TURN_DTYPE)
+    return turns[turns["session"] < lines]
 
 
 def read_session_numbers(run_dir: str | Path) -> np.ndarray | None:

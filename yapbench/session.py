@@ -258,10 +258,10 @@ def _fill_result(result: SessionResult, s: Stream, t_upgraded: float) -> None:
     result.words = words
     if s.clip.turns:
         result.end_of_turn_signal = s.eot_signal
-        result.turns = _turn_timings(s, sent)
+        result.turns = _turn_timings(s, sent, result.started_at - _EPOCH_OFFSET)
 
 
-def _turn_timings(s: Stream, sent: np.ndarray) -> list[TurnTiming]:
+def _turn_timings(s: Stream, sent: np.ndarray, t_started: float) -> list[TurnTiming]:
     """Per-turn metrics of a conversation (docs/metrics.md): a Word belongs to the turn whose speech start is the
     last at or before the word's start_time, so words of a turn's tail that the server dates into the pause after
     it still count for that turn."""
@@ -281,9 +281,12 @@ def _turn_timings(s: Stream, sent: np.ndarray) -> list[TurnTiming]:
         t = TurnTiming(turn.sample, (turn.end - turn.start) * P.FRAME_SECONDS, (nxt - turn.end) * P.FRAME_SECONDS,
                        len(words), " ".join(w[0] for w in words), false_end_of_turn=s.false_eot[k])
         start, end = sent_of(turn.start), sent_of(turn.end - 1)
+        if start is not None:
+            t.start_s = start - t_started
         if words and start is not None:
             t.first_word_ms = (words[0][2] - start) * 1000.0
         if end is not None:
+            t.end_s = end - t_started
             if words:
                 t.end_ms = (words[-1][2] - end) * 1000.0
             if s.eot_recv[k] is not None:

@@ -224,6 +224,7 @@ class Recorder:
             "arrival_rate": opts.arrival_rate or None,  # open loop (None: closed loop)
             "arrival": opts.arrival if opts.arrival_rate else None,
             "goodput_objectives": opts.goodput,
+            "conversation": opts.conversation or None,  # as typed (None: one clip per session)
             "run_time_s": opts.run_time,
             SETTLE_KEY: opts.settle,
             "distributed": self.is_master,

@@ -32,6 +32,7 @@ class RunData:
     meta: dict
     sessions: pd.DataFrame  # one row per sessions.jsonl record, plus `served`
     words: pd.DataFrame  # lag_ms, end_lag_ms, t (float32, seconds after `start`), srow (its session's row)
+    turns: pd.DataFrame  # a conversation's turns (runlog.TURN_DTYPE's columns but `session`), srow likewise
     send_lag: SendLag
     gpu: pd.DataFrame | None
     server: pd.DataFrame | None
@@ -90,6 +91,7 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
         meta=meta,
         sessions=sessions,
         words=_words_frame(words, sessions, len(all_sessions)),
+        turns=_turns_frame(runlog.read_turns(d, len(all_sessions)), sessions, len(all_sessions)),
         send_lag=send_lag,
         gpu=_window(_read_csv(d / runlog.GPU, runlog.GPU_DTYPES, notes, runlog.GPU_ADDED), lo, hi),
         server=_window(_read_csv(d / runlog.SERVER, runlog.SERVER_DTYPES, notes), lo, hi),
@@ -111,7 +113,9 @@ def window(run: RunData, lo: float, hi: float) -> RunData:
     words = pd.DataFrame({"lag_ms": run.words["lag_ms"].to_numpy()[wkeep],
                           "end_lag_ms": run.words["end_lag_ms"].to_numpy()[wkeep],
                           "srow": new_row[srow[wkeep]].astype(np.int32)}, copy=False)
-    return RunData(dir=run.dir, meta=run.meta, sessions=s[keep].reset_index(drop=True), words=words,
+    turns = run.turns[keep[run.turns["srow"].to_numpy()]]
+    turns = turns.assign(srow=new_row[turns["srow"].to_numpy()].astype(np.int32))
+    return RunData(dir=run.dir, meta=run.meta, sessions=s[keep].reset_index(drop=True), words=words, turns=turns,
                    send_lag=run.send_lag.window(lo, hi), gpu=_window(run.gpu, lo, hi),
                    server=_window(run.server, lo, hi), server_metrics=_window(run.server_metrics, lo, hi),
                    start=max(run.start, lo), end=max(min(run.end, hi), lo),
@@ -183,16 +187,29 @@ def _concat(column: str, parts: list) -> pd.Categorical | np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=object if column == "session_id" else np.float64)
 
 
-def _words_frame(words: runlog.Words, sessions: pd.DataFrame, lines: int) -> pd.DataFrame:
-    """Words of the given (served) sessions only, each with the row of its session in `sessions`."""
+def _served_rows(sessions: pd.DataFrame, lines: int, line: np.ndarray) -> np.ndarray:
+    """The row in `sessions` of each session line in `line`, -1 where that session is not a served one of them."""
     row_of_line = np.full(lines + 1, -1, dtype=np.int32)
     row_of_line[sessions["line"].to_numpy()[sessions["served"].to_numpy()]] = np.flatnonzero(sessions["served"])
-    srow = row_of_line[words.line].astype(np.int32)
+    return row_of_line[line].astype(np.int32)
+
+
+def _words_frame(words: runlog.Words, sessions: pd.DataFrame, lines: int) -> pd.DataFrame:
+    """Words of the given (served) sessions only, each with the row of its session in `sessions`."""
+    srow = _served_rows(sessions, lines, words.line)
     keep = srow >= 0
     cols = {"lag_ms": words.lag_ms, "end_lag_ms": words.end_lag_ms, "t": words.t, "srow": srow}
     if not keep.all():
         cols = {k: v[keep] for k, v in cols.items()}
     return pd.DataFrame(cols, copy=False)
+
+
+def _turns_frame(turns: np.ndarray, sessions: pd.DataFrame, lines: int) -> pd.DataFrame:
+    """Turns of the given (served) sessions only, each with the row of its session in `sessions`."""
+    srow = _served_rows(sessions, lines, turns["session"])
+    keep = srow >= 0
+    cols = {name: turns[name][keep] for name in runlog.TURN_DTYPE.names[1:]}
+    return pd.DataFrame({**cols, "srow": srow[keep]}, copy=False)
 
 
 def _read_csv(path: Path, dtypes: dict[str, str], notes: list[str], added: dict[str, object] | None = None,

@@ -21,12 +21,13 @@ from .load import RunData, window
 from .openloop import GOOD, good_sessions, section_rates, traffic
 from .phases import GENERATOR_LAG_LIMIT_MS, Phase, phases_of, settle_of
 from .schema import (GPU_FIELDS, OUTCOMES, SCHEMA_VERSION, SEND_LAG_METRIC, SESSION_METRICS, START_LAG_METRIC,
-                     TARGETS, WER_BY_SAMPLE, WER_SESSIONS_METRIC, WORD_METRICS)
-from .wer import references, score_sessions
+                     TARGETS, WER_BY_SAMPLE, WER_SESSIONS_METRIC, WORD_METRICS, ratio)
+from .turns import turn_notes, turn_section
+from .wer import references, score_sessions, with_conversations
 
 RUN_KEYS = ("run_id", "target", "targets", "users", "spawn_rate", "speed", "shape", "started_at", "ended_at",
             "command", "generator_host", "yapbench_version", "arrival_rate", "arrival", "arrival_start",
-            "goodput_objectives")
+            "goodput_objectives", "conversation")
 
 
 def summarize_data(run: RunData) -> dict:
@@ -42,7 +43,7 @@ def summarize_data(run: RunData) -> dict:
         "run": _run_info(run),
         "window": {"start": run.start, "end": run.end},
     }
-    summary.update(_section(sessions, words, run.duration_s))
+    summary.update(_section(sessions, words, run.turns, run.duration_s))
     summary.update(traffic(sessions, run.meta, run.start, run.end, run.server))
     summary[START_LAG_METRIC] = stats(sessions["start_lag_ms"]) if "start_lag_ms" in sessions else {"count": 0}
     summary[SEND_LAG_METRIC] = run.send_lag.stats()
@@ -53,14 +54,16 @@ def summarize_data(run: RunData) -> dict:
         codes, names = pd.factorize(sessions["target"])
         word_codes = codes[words["srow"].to_numpy()]
         word_values = words[list(WORD_METRICS.values())]  # the columns a section reads: smaller copies per target
+        turn_codes = codes[run.turns["srow"].to_numpy()]
         summary[TARGETS] = {
-            name: _section(sessions[codes == i], word_values.loc[word_codes == i], run.duration_s)
+            name: _section(sessions[codes == i], word_values.loc[word_codes == i], run.turns[turn_codes == i],
+                           run.duration_s)
             for i, name in enumerate(names)
         }
     if run.gpu is not None:
         summary["gpu"] = {"gpus": len(run.gpu[["host", "gpu"]].drop_duplicates()),
                           **{f: stats(run.gpu[f].to_numpy(dtype=np.float64)) for f in GPU_FIELDS}}
-    summary["notes"] = run.notes + _wer_notes(sessions, run.meta) + _estimate_notes(summary)
+    summary["notes"] = run.notes + _wer_notes(sessions, run.meta) + _estimate_notes(summary) + turn_notes(run.turns)
     return summary
 
 
@@ -68,7 +71,8 @@ def with_wer(run: RunData) -> RunData:
     """The run with each session's WER counts (scored once: the windows of a run share them)."""
     if "wer_errors" in run.sessions:
         return run
-    return replace(run, sessions=run.sessions.join(score_sessions(run.sessions, references(run.meta))))
+    refs = with_conversations(references(run.meta), run.sessions["sample"])
+    return replace(run, sessions=run.sessions.join(score_sessions(run.sessions, refs)))
 
 
 def stats(values: pd.Series | np.ndarray) -> dict:
@@ -79,8 +83,8 @@ def stats(values: pd.Series | np.ndarray) -> dict:
     return out
 
 
-def _section(sessions: pd.DataFrame, words: pd.DataFrame, duration_s: float) -> dict:
-    """Counts, rates, latency distributions, WER and throughput of a set of sessions and their words."""
+def _section(sessions: pd.DataFrame, words: pd.DataFrame, turns: pd.DataFrame, duration_s: float) -> dict:
+    """Counts, rates, latency distributions, WER and throughput of a set of sessions, their words and turns."""
     n = len(sessions)
     counts = sessions["outcome"].value_counts()
     outcomes = {o: int(counts.get(o, 0)) for o in OUTCOMES}
@@ -90,22 +94,23 @@ def _section(sessions: pd.DataFrame, words: pd.DataFrame, duration_s: float) -> 
         "sessions": n,
         "duration_s": duration_s,
         "outcomes": outcomes,
-        "ok_rate": _ratio(outcomes["ok"], n),
-        "rejection_rate": _ratio(outcomes["rejected"], n),
-        "error_rate": _ratio(n - sum(outcomes.get(str(o), 0) for o in NOT_ERRORS), n),
+        "ok_rate": ratio(outcomes["ok"], n),
+        "rejection_rate": ratio(outcomes["rejected"], n),
+        "error_rate": ratio(n - sum(outcomes.get(str(o), 0) for o in NOT_ERRORS), n),
         **section_rates(sessions, duration_s),
     }
     for key, col in SESSION_METRICS.items():
         out[key] = stats(served[col])
     for key, col in WORD_METRICS.items():
         out[key] = stats(words[col])
+    out.update(turn_section(turns, stats))
     scored = sessions[sessions["wer_ref_words"] > 0]
-    out["wer"] = _ratio(scored["wer_errors"].sum(), scored["wer_ref_words"].sum())
+    out["wer"] = ratio(scored["wer_errors"].sum(), scored["wer_ref_words"].sum())
     out[WER_SESSIONS_METRIC] = stats(scored["wer_errors"] / scored["wer_ref_words"])
     by_sample = scored.groupby("sample")[["wer_errors", "wer_ref_words"]].agg(["sum", "count"])
     out[WER_BY_SAMPLE] = {
         str(name): {
-            "wer": _ratio(row[("wer_errors", "sum")], row[("wer_ref_words", "sum")]),
+            "wer": ratio(row[("wer_errors", "sum")], row[("wer_ref_words", "sum")]),
             "sessions": int(row[("wer_errors", "count")]),
             "ref_words": int(row[("wer_ref_words", "sum")]),
             "errors": int(row[("wer_errors", "sum")]),
@@ -113,17 +118,13 @@ def _section(sessions: pd.DataFrame, words: pd.DataFrame, duration_s: float) -> 
         for name, row in by_sample.iterrows()
     }
     out["throughput"] = {
-        "sessions_per_s": _ratio(n, duration_s),
-        "ok_sessions_per_s": _ratio(outcomes["ok"], duration_s),
-        "audio_s_per_s": _ratio(float(sessions["audio_s"].sum()), duration_s),
-        "words_per_s": _ratio(len(words), duration_s),
+        "sessions_per_s": ratio(n, duration_s),
+        "ok_sessions_per_s": ratio(outcomes["ok"], duration_s),
+        "audio_s_per_s": ratio(float(sessions["audio_s"].sum()), duration_s),
+        "words_per_s": ratio(len(words), duration_s),
         "goodput_sessions_per_s": out.pop("goodput_sessions_per_s", None),
     }
     return out
-
-
-def _ratio(num: float, den: float) -> float | None:
-    return float(num) / float(den) if den else None
 
 
 def _run_info(run: RunData) -> dict:
@@ -142,7 +143,7 @@ def _estimate_notes(summary: dict) -> list[str]:
 
 
 def _wer_notes(sessions: pd.DataFrame, meta: dict) -> list[str]:
-    refs = references(meta)
+    refs = with_conversations(references(meta), sessions["sample"])
     missing = sorted(set(sessions.loc[sessions["outcome"] == "ok", "sample"].dropna()) - set(refs))
     if not missing:
         return []

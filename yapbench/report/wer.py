@@ -15,6 +15,8 @@ import jiwer
 import numpy as np
 import pandas as pd
 
+from ..metrics import TURN_SEP
+
 NORMALISE = jiwer.Compose([
     jiwer.ToLowerCase(),
     jiwer.SubstituteRegexes({r"[-\u2010-\u2015/]": " "}),
@@ -56,6 +58,17 @@ def _count(reference: str, hypothesis: str) -> tuple[int, int]:
         return 0, 0
     o = jiwer.process_words(ref, hyp, reference_transform=_WORDS, hypothesis_transform=_WORDS)
     return o.substitutions + o.deletions + o.insertions, o.substitutions + o.deletions + o.hits
+
+
+def with_conversations(refs: dict[str, str], samples: pd.Series) -> dict[str, str]:
+    """`refs` plus the reference of each conversation among `samples` (its turns' sample names joined by
+    TURN_SEP): its turns' references in turn order, so a conversation is scored as one transcript."""
+    out = dict(refs)
+    for name in samples.dropna().unique():
+        parts = str(name).split(TURN_SEP)
+        if len(parts) > 1 and name not in out and all(p in refs for p in parts):
+            out[str(name)] = " ".join(refs[p] for p in parts)
+    return out
 
 
 def references(meta: dict) -> dict[str, str]:
