@@ -63,7 +63,8 @@ class Point:
     sessions_cancelled: int
     server_sessions: int  # accepts + rejects the servers logged
     words_recorded: int
-    words_sent: int  # Words the servers sent on connections they accepted
+    words_sent: int  # Words the servers sent on connections they accepted, before echoing that connection's Marker
+    words_after_marker: int  # sent after the echo: a client that ends at the echo never reads them (see server_counts)
     master_cpu: float  # share of one core over the window
     master_rss_mb: float
     generator_cpu: float  # cores, all generator processes together, over the window
@@ -82,23 +83,37 @@ class Point:
         return self.accounted and self.lag_p99_all_ms <= LAG_LIMIT_MS and self.sessions_ok == served > 0
 
 
-def server_counts(servers: list[ServerProcess]) -> tuple[int, int]:
-    """(sessions the servers saw: accepts + rejects, Words they sent on accepted connections); probes excluded."""
-    sessions = words = 0
+def server_counts(servers: list[ServerProcess]) -> tuple[int, int, int]:
+    """(sessions the servers saw: accepts + rejects, Words they sent on accepted connections before that connection's
+    Marker echo, Words sent after it); probes excluded.
+
+    Under load the server echoes a Marker after a number of global steps, not of this slot's frames, so a Word can
+    follow the echo (docs/protocol.md §3). Kyutai's clients and yapbench end a session
+    at the echo, so such Words are never read: complete records means every Word sent before the echo recorded."""
+    sessions = words = after = 0
     for server in servers:
         accepted: set[int] = set()
+        echoed: set[int] = set()
         with open(server.event_log, "rb") as f:
             for line in f:
                 if b'"ev":"send"' in line:
-                    if b'"type":"Word"' in line and json.loads(line)["conn"] in accepted:
-                        words += 1
+                    if b'"type":"Word"' in line or b'"type":"Marker"' in line:
+                        e = json.loads(line)
+                        if e["conn"] not in accepted:
+                            continue
+                        if e["type"] == "Marker":
+                            echoed.add(e["conn"])
+                        elif e["conn"] in echoed:
+                            after += 1
+                        else:
+                            words += 1
                 elif b'"ev":"accept"' in line or b'"ev":"reject"' in line:
                     e = json.loads(line)
                     if not e.get("probe"):
                         sessions += 1
                         if e["ev"] == "accept":
                             accepted.add(e["conn"])
-    return sessions, words
+    return sessions, words, after
 
 
 def locust_base(args: argparse.Namespace, hosts: str, run_dir: Path) -> list[str]:
@@ -219,7 +234,7 @@ def measure(args: argparse.Namespace, servers: list[ServerProcess], gen_cores: l
     steady = (lag["t"] >= window[0]) & (lag["t"] <= window[1])
     window_sessions = [s for s in sessions if window[0] <= s["ended_at"] <= window[1]]
     backlog = [s["backlog_max_ms"] for s in window_sessions if s.get("backlog_max_ms") is not None]
-    seen, words_sent = server_counts(servers)
+    seen, words_sent, words_after_marker = server_counts(servers)
 
     def p99(x: np.ndarray) -> float:
         return round(float(np.percentile(x, 99)), 2) if x.size else float("nan")
@@ -230,7 +245,7 @@ def measure(args: argparse.Namespace, servers: list[ServerProcess], gen_cores: l
                  round(float(np.mean(lag["lag_ms"] > LAG_LIMIT_MS)), 5),
                  round(float(np.percentile(backlog, 99)), 1) if backlog else float("nan"),
                  len(sessions), outcomes["ok"], outcomes["cancelled"], seen, sum(s["words"] for s in sessions),
-                 words_sent,
+                 words_sent, words_after_marker,
                  round(master_cpu, 3), round(rss / 1e6, 1), round(gen_cpu, 2), round(gen_sys, 2), round(server_cpu, 2),
                  len(read_meta(run_dir).get("workers_lost", [])), per_second_p99(lag, read_meta(run_dir)["started_at"]))
 
