@@ -13,6 +13,7 @@ import pytest
 
 from yapbench.audio import load_clip
 from yapbench.conversation import ConversationSpec, build_conversation, parse_conversation
+from yapbench.endofturn import EndOfTurnRule, Smoothing
 from yapbench.metrics import Outcome
 from yapbench.options import On, add_cli_options
 from yapbench.protocol import FRAME_SECONDS
@@ -42,11 +43,11 @@ def two_turns(pcm):
     return build_conversation([prepare_clip(name, frames) for name, frames in pcm.items()], [PAUSE_S, PAUSE_S])
 
 
-def expected_end_of_turn_ms(frames: np.ndarray) -> float:
-    """When the reference heads' prs[2] reaches 0.5 (1 - exp(-silence / 2 s)): the frame that completes
-    2 ln 2 s of silence after the turn's last loud frame, as sent after the turn's last frame."""
+def expected_end_of_turn_ms(frames: np.ndarray, horizon_s: float = 2.0) -> float:
+    """When a reference head reaches 0.5 (1 - exp(-silence / horizon), prs[2]'s horizon 2 s): the frame that
+    completes horizon x ln 2 s of silence after the turn's last loud frame, as sent after the turn's last frame."""
     last_loud = int(np.flatnonzero(loud_rows(frames))[-1])
-    crossing = last_loud + math.ceil(2.0 * math.log(2.0) / FRAME_SECONDS)
+    crossing = last_loud + math.ceil(horizon_s * math.log(2.0) / FRAME_SECONDS)
     return (crossing - (len(frames) - 1)) * FRAME_SECONDS / SPEED * 1000.0
 
 
@@ -54,6 +55,8 @@ def test_the_spec_parses_ranges_and_fixed_values():
     assert parse_conversation("turns=3-6,pause=1.5-4s") == ConversationSpec((3, 6), (1.5, 4.0))
     assert parse_conversation("turns=3, pause=2s") == ConversationSpec((3, 3), (2.0, 2.0))
     assert parse_conversation("") is None
+    spec = parse_conversation("turns=2,pause=2s,head=0,threshold=0.7,smoothing=unmute,flush=turn")
+    assert spec == ConversationSpec((2, 2), (2.0, 2.0), EndOfTurnRule(0, 0.7, Smoothing.UNMUTE), flush_turns=True)
 
 
 @pytest.mark.parametrize("bad, says", [
@@ -61,7 +64,12 @@ def test_the_spec_parses_ranges_and_fixed_values():
     ("turns=3,pause=2", "unit"),
     ("turns=6-3,pause=1s", "backwards"),
     ("turns=2.5,pause=1s", "whole numbers"),
-    ("turn=2,pause=1s", "'turn=2' is not turns="),
+    ("turn=2,pause=1s", "'turn=2' is not one of turns, pause"),
+    ("turns=2,pause=1s,head=-1", "an index from 0"),
+    ("turns=2,pause=1s,threshold=1.5", "a probability in (0, 1]"),
+    ("turns=2,pause=1s,threshold=high", "threshold in (0, 1]"),
+    ("turns=2,pause=1s,smoothing=ema", "smoothing one of none, unmute"),
+    ("turns=2,pause=1s,flush=never", "flush='never' is not one of end, turn"),
 ])
 def test_bad_specs_are_refused_on_the_command_line_with_the_reason(bad, says, capsys):
     parser = argparse.ArgumentParser(prog="yapbench run")
@@ -98,6 +106,35 @@ def test_each_turn_gets_its_words_and_its_end_of_turn_detection(ref_server, two_
         # 2.5 s pause holds the 1.39 s the heads need).
         expected = expected_end_of_turn_ms(pcm[turn.sample])
         assert turn.end_of_turn_ms is not None and expected - 5 < turn.end_of_turn_ms < expected + 300, (expected, turn)
+
+
+def test_unmute_smoothing_ignores_the_first_twelve_steps_then_follows_the_head_closely():
+    raw = EndOfTurnRule(threshold=0.5).detector()
+    smooth = EndOfTurnRule(threshold=0.5, smoothing=Smoothing.UNMUTE).detector()
+    assert raw.above((0.0, 0.0)) is None and not raw.signal  # no prs[2]: nothing to judge, no signal
+    speech, pause = (0.02, 0.02, 0.02, 0.02), (0.9, 0.9, 0.9, 0.9)
+    assert [smooth.above(speech) for _ in range(12)] == [None] * 12 and smooth.signal
+    assert smooth.above(speech) is False  # from 1.0 to within 0.4 % of the raw value in one Step
+    assert smooth.above(pause) is True and raw.above(pause) is True and raw.above(speech) is False
+    just_below = (0.02, 0.02, 0.499, 0.02)  # from 0.9, the smoothed value lags 0.4 % of the step: still above
+    assert smooth.above(just_below) is True and raw.above(just_below) is False
+
+
+def test_a_chosen_head_threshold_and_a_flush_per_turn(ref_server, pcm):
+    """head=0 (the 0.5 s pause head) detects each turn's end sooner than prs[2]; flush=turn echoes a Marker per
+    turn during the conversation, the final one still ends it."""
+    server = ref_server(step_ms=2)
+    clip = build_conversation([prepare_clip(name, frames) for name, frames in pcm.items()], [PAUSE_S, PAUSE_S],
+                              EndOfTurnRule(head=0), flush_turns=True)
+    r = run_session(SessionConfig(server.url, speed=SPEED), clip)
+    assert r.outcome == Outcome.OK, r.error
+    for turn in r.turns:
+        expected = expected_end_of_turn_ms(pcm[turn.sample], horizon_s=0.5)
+        assert turn.end_of_turn_ms is not None and expected - 5 < turn.end_of_turn_ms < expected + 300, (expected, turn)
+        # echoed a few model steps after the turn's end, within its pause (the final Marker comes after it)
+        assert turn.flush_ms is not None and 0 < turn.flush_ms < PAUSE_S / SPEED * 1000, turn
+        assert turn.words > 0
+    assert abs(r.turns[0].flush_ms - r.turns[1].flush_ms) < 50  # the same model delay after each turn
 
 
 def test_a_server_without_steps_records_no_end_of_turn_signal(ref_server, two_turns):

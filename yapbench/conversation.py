@@ -13,13 +13,17 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from .endofturn import DEFAULT_RULE, EndOfTurnRule, Smoothing
 from .metrics import TURN_SEP
 from .protocol import FRAME_SECONDS
 from .streamer import PreparedClip, Turn
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _RANGE = re.compile(rf"^{_NUMBER}(?:\s*-\s*{_NUMBER})?$")
-FORMAT = "turns=N[-M],pause=S[-T]s, e.g. turns=3-6,pause=1.5-4s"
+FORMAT = ("turns=N[-M],pause=S[-T]s[,head=2][,threshold=0.5][,smoothing=none|unmute][,flush=end|turn], "
+          "e.g. turns=3-6,pause=1.5-4s")
+KEYS = ("turns", "pause", "head", "threshold", "smoothing", "flush")
+FLUSH = ("end", "turn")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class ConversationSpec:
 
     turns: tuple[int, int]
     pause_s: tuple[float, float]
+    end_of_turn: EndOfTurnRule = DEFAULT_RULE
+    flush_turns: bool = False  # flush=turn: a Marker after each turn's speech, not only after the last pause
 
     def draw_turns(self, rng: random.Random) -> int:
         return rng.randint(*self.turns)
@@ -44,8 +50,9 @@ def parse_conversation(text: str) -> ConversationSpec | None:
     for part in text.split(","):
         key, sep, value = part.partition("=")
         key = key.strip()
-        if not sep or key not in ("turns", "pause"):
-            raise ValueError(f"--conversation {text!r}: {part.strip()!r} is not turns=... or pause=... ({FORMAT})")
+        if not sep or key not in KEYS:
+            raise ValueError(f"--conversation {text!r}: {part.strip()!r} is not one of {', '.join(KEYS)} "
+                             f"as KEY=VALUE ({FORMAT})")
         if key in fields:
             raise ValueError(f"--conversation {text!r}: {key} is given twice")
         fields[key] = value.strip()
@@ -59,7 +66,16 @@ def parse_conversation(text: str) -> ConversationSpec | None:
     pause = _range(text, "pause", pause_text[:-1].strip())
     if turns[0] != int(turns[0]) or turns[1] != int(turns[1]) or turns[0] < 1:
         raise ValueError(f"--conversation {text!r}: turns must be whole numbers >= 1")
-    return ConversationSpec((int(turns[0]), int(turns[1])), pause)
+    flush = fields.get("flush", "end")
+    if flush not in FLUSH:
+        raise ValueError(f"--conversation {text!r}: flush={flush!r} is not one of {', '.join(FLUSH)}")
+    try:
+        rule = EndOfTurnRule(int(fields.get("head", "2")), float(fields.get("threshold", "0.5")),
+                             Smoothing(fields.get("smoothing", "none")))
+    except ValueError as exc:  # a head or threshold that is not a number, or out of range; an unknown smoothing
+        raise ValueError(f"--conversation {text!r}: {exc} (head an index from 0, threshold in (0, 1], smoothing "
+                         f"one of {', '.join(Smoothing)})") from None
+    return ConversationSpec((int(turns[0]), int(turns[1])), pause, rule, flush == "turn")
 
 
 def _range(text: str, key: str, value: str) -> tuple[float, float]:
@@ -73,7 +89,8 @@ def _range(text: str, key: str, value: str) -> tuple[float, float]:
     return lo, hi
 
 
-def build_conversation(clips: Sequence[PreparedClip], pauses_s: Sequence[float]) -> PreparedClip:
+def build_conversation(clips: Sequence[PreparedClip], pauses_s: Sequence[float],
+                       end_of_turn: EndOfTurnRule = DEFAULT_RULE, flush_turns: bool = False) -> PreparedClip:
     """The clips as turns, pauses_s[i] seconds of silence after turn i. The last turn has its pause too (the user
     waits for the agent's answer), so its end of turn is detected before the flush ends the conversation."""
     if len(pauses_s) != len(clips):
@@ -86,10 +103,11 @@ def build_conversation(clips: Sequence[PreparedClip], pauses_s: Sequence[float])
         frames.extend(clip.frames)
         frames.extend([silence] * round(pause_s / FRAME_SECONDS))
     return PreparedClip(TURN_SEP.join(c.name for c in clips), tuple(frames), silence, len(frames) * FRAME_SECONDS,
-                        tuple(turns))
+                        tuple(turns), end_of_turn, flush_turns)
 
 
 def draw_conversation(spec: ConversationSpec, pick, rng: random.Random) -> PreparedClip:
     """A conversation of spec.draw_turns() turns, each a clip from `pick(rng)` (samples drawn per turn)."""
     n = spec.draw_turns(rng)
-    return build_conversation([pick(rng) for _ in range(n)], [spec.draw_pause_s(rng) for _ in range(n)])
+    return build_conversation([pick(rng) for _ in range(n)], [spec.draw_pause_s(rng) for _ in range(n)],
+                              spec.end_of_turn, spec.flush_turns)

@@ -35,10 +35,6 @@ NOT_ERRORS = frozenset({Outcome.OK, Outcome.REJECTED, Outcome.CANCELLED, Outcome
 
 TURN_SEP = "+"  # a conversation's `sample`: its turns' sample names joined by this, in turn order
 
-# End of turn as Unmute detects it: the pause head for "a pause within 2 s" (prs[2]) at or above 0.5, as received.
-EOT_HEAD = 2
-EOT_THRESHOLD = 0.5
-
 LATENCY_METRICS = ("connect_ms", "ready_ms", "first_response_ms", "first_word_ms", "finalize_ms", "backlog_max_ms")
 
 
@@ -67,7 +63,7 @@ class TurnTiming:
     end_s: float | None = None  # the turn's last speech frame sent, seconds after the session's started_at
     first_word_ms: float | None = None  # turn speech start (its first frame sent) to the turn's first Word
     end_ms: float | None = None  # turn speech end (its last frame sent) to the turn's last Word
-    end_of_turn_ms: float | None = None  # turn speech end to the first Step with prs[EOT_HEAD] >= EOT_THRESHOLD
+    end_of_turn_ms: float | None = None  # turn speech end to the first Step over the threshold (endofturn.py)
     false_end_of_turn: int = 0  # rises of the prediction above the threshold inside the turn's speech
     flush_ms: float | None = None  # flush=turn: turn speech end to the echo of the Marker sent after it
 

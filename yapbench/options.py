@@ -123,10 +123,12 @@ OPTIONS: tuple[Option, ...] = (
     _opt("--flush-timeout", on=SESSION, type=float, default=15.0, help="seconds to wait for the Marker echo"),
     _opt("--silence-prefix", on=SESSION, type=float, default=0.0,
          help="seconds of silence before the speech (the 2.6B model wants 1.0)"),
-    _opt("--conversation", on=On.RUN | LOCUST_FORM | On.PASSED, default="", type=_conversation_arg,
+    _opt("--conversation", on=LOAD | LOCUST_FORM | On.PASSED, default="", type=_conversation_arg,
          metavar="SPEC",
          help="conversations: several turns on one connection with silence streamed between them, e.g. "
-              "'turns=3-6,pause=1.5-4s' (a single number is a fixed value); the Marker flush only at the end"),
+              "'turns=3-6,pause=1.5-4s' (a single number is a fixed value); end of turn when prs[head] >= "
+              "threshold (head=2, threshold=0.5, smoothing=none|unmute); the Marker flush only at the end, or "
+              "after each turn too with flush=turn"),
     # -- the load over time (yapbench capacity sets these itself)
     _opt("-u", "--users", on=On.RUN | On.PASSED, type=int, default=20,
          help="concurrent streams (default 20); with --arrival-rate, the cap on concurrent sessions"),

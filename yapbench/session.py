@@ -257,7 +257,7 @@ def _fill_result(result: SessionResult, s: Stream, t_upgraded: float) -> None:
         words[idx].end_lag_ms = (t - sent_at(stop)) * 1000.0
     result.words = words
     if s.clip.turns:
-        result.end_of_turn_signal = s.eot_signal
+        result.end_of_turn_signal = s.eot.signal
         result.turns = _turn_timings(s, sent, result.started_at - _EPOCH_OFFSET)
 
 
@@ -291,6 +291,8 @@ def _turn_timings(s: Stream, sent: np.ndarray, t_started: float) -> list[TurnTim
                 t.end_ms = (words[-1][2] - end) * 1000.0
             if s.eot_recv[k] is not None:
                 t.end_of_turn_ms = (s.eot_recv[k] - end) * 1000.0
+            if s.turn_flush_recv[k] is not None:
+                t.flush_ms = (s.turn_flush_recv[k] - end) * 1000.0
         out.append(t)
     return out
 

@@ -34,7 +34,8 @@ import numpy as np
 
 from . import protocol as P
 from . import wsframe
-from .metrics import EOT_HEAD, EOT_THRESHOLD, Outcome
+from .endofturn import DEFAULT_RULE, EndOfTurnRule
+from .metrics import Outcome
 
 TICK_S = 0.001  # pacing resolution: the hub wakes at most this often to send due frames
 RECV_BYTES = 65536  # one read; a fuller socket is read again at once (libev's io watchers are level-triggered)
@@ -62,6 +63,8 @@ class PreparedClip:
     silence: bytes  # one masked frame of 1920 zeros, for the flush burst
     audio_s: float
     turns: tuple[Turn, ...] = ()  # a conversation's turns (yapbench.conversation); () for a single clip
+    end_of_turn: EndOfTurnRule = DEFAULT_RULE  # how a conversation's Steps say a turn is over
+    flush_turns: bool = False  # a Marker after each turn's speech (flush=turn), not only after the last pause
 
     @property
     def n_frames(self) -> int:
@@ -125,8 +128,12 @@ class Stream:
         self.turn_starts = [t.start for t in clip.turns]
         self.eot_recv: list[float | None] = [None] * len(clip.turns)  # first Step above threshold after each turn
         self.false_eot = [0] * len(clip.turns)  # rises above the threshold inside each turn's speech
-        self.eot_signal = False  # a Step carried the end-of-turn head
+        self.eot = clip.end_of_turn.detector()
         self._eot_above = False
+        # flush=turn: the Marker written after each turn's last speech frame (ids after the final one's), its echo
+        self.turn_markers = {t.end - 1: (k, wsframe.client_frame(P.encode_marker(marker_id + 1 + k)))
+                             for k, t in enumerate(clip.turns)} if clip.flush_turns else {}
+        self.turn_flush_recv: list[float | None] = [None] * len(clip.turns)
         self.outcome: Outcome | None = None
         self.error = ""
         self.close_code: int | None = None
@@ -193,6 +200,8 @@ class Stream:
             self.next_frame += 1
             self.frames_sent += 1
             self._write(i, frames[i])
+            if i in self.turn_markers:  # the pause that follows carries it through the model
+                self._write(-1, self.turn_markers[i][1])
         if self.phase == Phase.STREAMING:
             self._start_flush()
         return None
@@ -311,6 +320,8 @@ class Stream:
             if msg.id == self.marker_id and self.phase == Phase.FLUSHING:
                 self.t_marker = now
                 self.finish(Outcome.OK)
+            elif self.turn_markers and 0 <= msg.id - self.marker_id - 1 < len(self.turn_flush_recv):
+                self.turn_flush_recv[msg.id - self.marker_id - 1] = now
         elif isinstance(msg, P.Error):
             self.finish(Outcome.SERVER_ERROR, f"server: {msg.message}")
 
@@ -329,10 +340,9 @@ class Stream:
     def _on_pause_prediction(self, prs: tuple[float, ...], now: float) -> None:
         """End-of-turn detection (docs/metrics.md): the server sends one Step per frame it processed, in order,
         so the Step count says which frame (speech of a turn, or the silence after it) the prediction is about."""
-        if len(prs) <= EOT_HEAD:
+        above = self.eot.above(prs)
+        if above is None:
             return
-        self.eot_signal = True
-        above = prs[EOT_HEAD] >= EOT_THRESHOLD
         frame = self.steps - 1
         k = max(bisect.bisect_right(self.turn_starts, frame) - 1, 0)
         if frame < self.clip.turns[k].end:
