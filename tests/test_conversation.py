@@ -19,6 +19,7 @@ from yapbench.options import On, add_cli_options
 from yapbench.protocol import FRAME_SECONDS
 from yapbench.samples import DEFAULT_MANIFEST
 from yapbench.gates import check_run
+from yapbench.report import build_report
 from yapbench.runlog import read_session_records, read_turns
 from yapbench.server.engines.pause import loud_rows
 from yapbench.session import SessionConfig, run_session
@@ -181,6 +182,10 @@ def test_a_locust_run_of_conversations_records_summarizes_and_gates_the_turns(re
                      '[[gate]]\ncondition = "false_end_of_turn_rate == 0"\n'
                      '[[gate]]\ncondition = "turn_first_word_ms.max <= 3s"\n')
     verdict = check_run(tmp_path, gates)
+    build_report(tmp_path)  # the per-turn CDFs and one conversation's timeline, in the page
+    html = (tmp_path / "report.html").read_text()
+    for png in ("turn_cdf.png", "conversation.png"):
+        assert f'<img src="{png}"' in html and (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     if config is None:
         assert summary["end_of_turn_detect"]["count"] == summary["turns"]
         assert summary["false_end_of_turn_rate"] == 0 and summary["end_of_turn_missed_rate"] == 0

@@ -33,6 +33,7 @@ def test_report_references_valid_pngs(tmp_path: Path) -> None:
     assert html.index("What was run") < html.index("Latency distributions")  # headline first
     assert json.loads((run / "summary.json").read_text()) == summary
     assert "no GPU telemetry" not in html
+    assert not {"turn_cdf.png", "conversation.png"} & set(pngs)  # no conversations, no conversation plots
 
 
 def test_no_gpu_telemetry_is_a_note_not_a_crash(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from .plots import timeseries as timeseries_plot  # noqa: E402
 from .section import Section  # noqa: E402
 from .summary import summarize_phases  # noqa: E402
 from .timeseries import build as build_timeseries  # noqa: E402
+from .turnplots import timeline, turn_cdfs  # noqa: E402
 
 
 def build(run_dir: Path, sections: Sequence[Section] = (), settle_s: float | None = None) -> dict:
@@ -35,6 +36,8 @@ def build(run_dir: Path, sections: Sequence[Section] = (), settle_s: float | Non
         "load_latency": load_vs_latency(run, run_dir),
         "outcomes": outcomes_plot(summary["outcomes"], run_dir),
         "wer": wer_by_sample(summary["wer_by_sample"], run_dir),
+        "turn_cdf": turn_cdfs(run, run_dir),  # conversations only
+        "conversation": timeline(run, run_dir),
     }
     (run_dir / REPORT).write_text(render(summary, images, summary["notes"] + _missing(run), sections),
                                   encoding="utf-8")

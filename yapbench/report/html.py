@@ -50,7 +50,8 @@ def render(summary: dict, images: dict[str, str | None], notes: list[str], secti
     parts.append("<h2>Word error rate</h2>" + _wer_html(summary))
     for heading, key in (("Latency distributions", "latency_cdf"), ("Over time", "timeseries"),
                          ("GPU", "gpu"), ("Server step time", "server"), ("Load against latency", "load_latency"),
-                         ("Outcomes", "outcomes"), ("WER per sample", "wer")):
+                         ("Outcomes", "outcomes"), ("WER per sample", "wer"),
+                         ("Conversations: per-turn latency", "turn_cdf"), ("One conversation", "conversation")):
         if images.get(key):
             parts.append(f'<h2>{heading}</h2><img src="{_e(images[key])}" alt="{_e(heading)}">')
     template = Template(resources.files(__package__).joinpath("template.html").read_text(encoding="utf-8"))

@@ -52,7 +52,8 @@ def latency_values(run: RunData) -> dict[str, dict[str, Curve]]:
     return out
 
 
-def latency_cdfs(values: dict[str, dict[str, tuple[Curve, int]]], out_dir: Path) -> str | None:
+def latency_cdfs(values: dict[str, dict[str, tuple[Curve, int]]], out_dir: Path,
+                 name: str = "latency_cdf.png") -> str | None:
     if not values:
         return None
     cols = 3
@@ -71,7 +72,7 @@ def latency_cdfs(values: dict[str, dict[str, tuple[Curve, int]]], out_dir: Path)
         ax.legend(fontsize=7, loc="lower right")
     for ax in fig.axes[len(values):]:
         ax.set_visible(False)
-    return _save(fig, out_dir, "latency_cdf.png")
+    return _save(fig, out_dir, name)
 
 
 PHASE_COLOURS = {"ramp": "C1", "drain": "C7"}  # shaded on every panel; the steady state is left clear
