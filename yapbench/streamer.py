@@ -38,6 +38,7 @@ from .endofturn import DEFAULT_RULE, EndOfTurnRule
 from .metrics import Outcome
 
 TICK_S = 0.001  # pacing resolution: the hub wakes at most this often to send due frames
+LINGER_S = 2.0  # how long a finished stream may take to complete a half-sent frame before its clean close
 RECV_BYTES = 65536  # one read; a fuller socket is read again at once (libev's io watchers are level-triggered)
 # A whole unmasked binary frame (short length) holding a msgpack Step: the 1B model sends one per stream per step,
 # most of the receive traffic, and all a Step changes here is a counter. Recognised by its bytes, not decoded.
@@ -112,7 +113,9 @@ class Stream:
         self.decode_steps = listener is not None or bool(clip.turns)
         self.phase = Phase.AWAIT_READY
         self.reader = wsframe.FrameReader(expect_masked=False)
-        self.pending: deque[tuple[int, memoryview]] = deque()  # (frame index or -1, unsent bytes)
+        # (frame index or -1, unsent bytes, frame size): a write of several equal frames (the silence burst) is one
+        # entry, so that where its frames end is known when the stream closes in the middle of it
+        self.pending: deque[tuple[int, memoryview, int]] = deque()
         self.next_frame = 0
         self.frames_sent = 0
         self.t_start = 0.0  # perf time the first frame was scheduled for
@@ -152,10 +155,11 @@ class Stream:
 
     # -- sending ----------------------------------------------------------------------------------------------
 
-    def _write(self, index: int, data: bytes) -> None:
-        """Send now if nothing is queued, else queue; `index` >= 0 marks a speech frame whose send time counts."""
+    def _write(self, index: int, data: bytes, frame_size: int = 0) -> None:
+        """Send now if nothing is queued, else queue; `index` >= 0 marks a speech frame whose send time counts.
+        `data` is one frame, or several of `frame_size` bytes each."""
         if self.pending:
-            self.pending.append((index, memoryview(data)))
+            self.pending.append((index, memoryview(data), frame_size or len(data)))
             return
         try:
             n = self.sock.send(data)
@@ -168,16 +172,16 @@ class Stream:
             if index >= 0:
                 self.send_perf[index] = time.perf_counter()
             return
-        self.pending.append((index, memoryview(data)[n:]))
+        self.pending.append((index, memoryview(data)[n:], frame_size or len(data)))
         self.streamer._watch_writable(self)
 
     def on_writable(self) -> None:
         try:
             while self.pending:
-                index, view = self.pending[0]
+                index, view, frame_size = self.pending[0]
                 n = self.sock.send(view)
                 if n < len(view):
-                    self.pending[0] = (index, view[n:])
+                    self.pending[0] = (index, view[n:], frame_size)
                     return
                 self.pending.popleft()
                 if index >= 0:
@@ -216,7 +220,7 @@ class Stream:
         # transcript. The burst is one write of bytes built once per clip, not one send per silence frame.
         self.phase = Phase.FLUSHING
         self._write(-1, wsframe.client_frame(P.encode_marker(self.marker_id)))
-        self._write(-1, _silence_burst(self.clip.silence, self.flush_frames))
+        self._write(-1, _silence_burst(self.clip.silence, self.flush_frames), len(self.clip.silence))
         if self.phase == Phase.DONE:
             return  # the writes failed and finished the stream: no echo to wait for
         self._flush_timer = self.streamer.loop.timer(self.flush_timeout_s)
@@ -366,19 +370,67 @@ class Stream:
             self._flush_timer.close()
         if self._streamer is not None:
             self._streamer._forget(self)
-        if outcome == Outcome.OK and not self.pending:
-            # A clean close (status 1000) lets the server release the slot at once; it is best-effort, and never
-            # written behind a half-sent frame (its bytes would land inside that frame's payload).
+        if outcome == Outcome.OK:
+            # A clean close (status 1000) lets the server release the slot at once. Its bytes must start where a
+            # frame starts, or they would land inside that frame's payload: a frame already half in the socket is
+            # completed first; frames not begun are dropped (the server has answered; the rest of the flush
+            # silence is moot).
+            close = wsframe.client_frame(wsframe.close_payload(1000), wsframe.OP_CLOSE)
+            self._linger(bytes(self._rest_of_begun_frame()) + close)
+        else:
+            self._close_socket()
+        self.pending.clear()
+        self.ready.set()
+        self.done.set()
+
+    def _rest_of_begun_frame(self) -> memoryview:
+        """The unsent bytes of the frame the socket holds part of (empty when the unsent bytes start a frame)."""
+        if not self.pending:
+            return memoryview(b"")
+        _, view, frame_size = self.pending[0]
+        return view[: len(view) % frame_size]  # the entry ends where a frame ends
+
+    def _linger(self, tail: bytes) -> None:
+        """Send `tail`, then close the socket; as the socket takes it, for LINGER_S at most (never blocks the hub).
+        """
+        try:
+            n = self.sock.send(tail)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            n = len(tail)  # nothing more can be sent: close now
+        if n == len(tail) or self._streamer is None:
+            self._close_socket()
+            return
+        rest = memoryview(tail)[n:]
+        loop = self._streamer.loop
+        watcher, timer = loop.io(self.sock.fileno(), 2), loop.timer(LINGER_S)
+
+        def stop() -> None:
+            for w in (watcher, timer):
+                w.stop()
+                w.close()
+            self._close_socket()
+
+        def on_writable() -> None:
+            nonlocal rest
             try:
-                self.sock.send(wsframe.client_frame(wsframe.close_payload(1000), wsframe.OP_CLOSE))
+                rest = rest[self.sock.send(rest):]
+            except BlockingIOError:
+                return
             except OSError:
-                pass
+                rest = rest[:0]
+            if not rest:
+                stop()
+
+        watcher.start(on_writable)
+        timer.start(stop)
+
+    def _close_socket(self) -> None:
         try:
             self.sock.close()
         except OSError:
             pass
-        self.ready.set()
-        self.done.set()
 
 
 class Streamer:
