@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+from yapbench.metricdefs import METRICS
 from yapbench.runlog import WORD_DTYPE, read_send_lag
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,6 +83,9 @@ def test_headless_run_records_exactly_what_the_server_saw(ref_server, tmp_path):
     assert len(read_send_lag(run_dir)) == frames
     # Locust's own stats carry the same counts: rejections are failures with no latency
     assert "rejected: server: no free channels" in proc.stderr + proc.stdout
+    # and a row per metric the registry reports to Locust, under its name
+    for m in METRICS:
+        assert bool(re.search(rf"^\s*STT\s+{m.name}\s", proc.stderr + proc.stdout, re.M)) == m.locust, m.name
 
 
 def test_distributed_run_leaves_a_complete_run_directory_on_the_master(ref_server, tmp_path):

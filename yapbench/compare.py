@@ -20,12 +20,12 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .metricdefs import SESSION_METRICS, WORD_METRICS  # noqa: E402
 from .slo import Kind, MetricPath, parse_path  # noqa: E402
 from .report.load import RunData, load_run  # noqa: E402
 from .report.html import _e, _table  # noqa: E402  (the report's own escaping and tables)
 from .report.bulk import sample_cdf  # noqa: E402
 from .report.plots import CDF_POINTS, DPI  # noqa: E402
-from .report.schema import SESSION_METRICS, WORD_METRICS  # noqa: E402
 from .report.summary import summarize_data  # noqa: E402
 from .report.timeseries import build as build_timeseries  # noqa: E402
 from .uncertainty import Interval, difference, replicates, send_lag_values  # noqa: E402

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .report.schema import ALIASES, SESSION_METRICS, WORD_METRICS
+from .metricdefs import SESSION_METRICS, WORD_METRICS
+from .report.schema import ALIASES
 from .slo import OPS, Kind, SloError, parse_value, split_condition
 
 WORD_STATS = ("min", "mean", "max", "p50", "p90", "p95", "p99")

@@ -12,6 +12,8 @@ from typing import Iterable
 
 import numpy as np
 
+from .metricdefs import ARRIVAL_FIELDS, SESSION_FIELDS
+
 
 class Outcome(StrEnum):
     OK = "ok"
@@ -34,8 +36,6 @@ NOT_SERVED = frozenset({Outcome.REJECTED, Outcome.AUTH_FAILED, Outcome.CONNECT_F
 NOT_ERRORS = frozenset({Outcome.OK, Outcome.REJECTED, Outcome.CANCELLED, Outcome.DROPPED})
 
 TURN_SEP = "+"  # a conversation's `sample`: its turns' sample names joined by this, in turn order
-
-LATENCY_METRICS = ("connect_ms", "ready_ms", "first_response_ms", "first_word_ms", "finalize_ms", "backlog_max_ms")
 
 
 @dataclass(slots=True)
@@ -122,12 +122,7 @@ class SessionResult:
             "outcome": str(self.outcome),
             "error": self.error,
             "close_code": self.close_code,
-            "connect_ms": self.connect_ms,
-            "ready_ms": self.ready_ms,
-            "first_response_ms": self.first_response_ms,
-            "first_word_ms": self.first_word_ms,
-            "finalize_ms": self.finalize_ms,
-            "backlog_max_ms": self.backlog_max_ms,
+            **{f: getattr(self, f) for f in SESSION_FIELDS},  # connect_ms ... backlog_max_ms
             "audio_s": self.audio_s,
             "frames_planned": self.frames_planned,
             "frames_sent": self.frames_sent,
@@ -138,7 +133,7 @@ class SessionResult:
             "end_of_turn_signal": self.end_of_turn_signal,
             "turns": [asdict(t) for t in self.turns],
             "due_at": self.due_at,
-            "start_lag_ms": self.start_lag_ms,
+            **{f: getattr(self, f) for f in ARRIVAL_FIELDS},  # start_lag_ms
         }
 
 

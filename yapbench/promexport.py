@@ -19,8 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from .metricdefs import BY_NAME
 from .metrics import NOT_SERVED
-from .runlog import Batch, send_lags, word_lags
+from .runlog import Batch, send_lags, word_values
 
 PREFIX = "yapbench"
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)  # seconds
@@ -83,11 +84,12 @@ class LoadMetrics(Collector):
                 self.sessions[key] = self.sessions.get(key, 0) + 1
                 if key[0] in NOT_SERVED_NAMES:
                     continue
-                for hist, field in ((self.first_word, "first_word_ms"), (self.finalize, "finalize_ms")):
-                    if record.get(field) is not None:
-                        hist.observe(target, np.array([record[field] / 1000.0]))
+                for hist, metric in ((self.first_word, BY_NAME["first_word"]), (self.finalize, BY_NAME["finalize"])):
+                    if record.get(metric.field) is not None:
+                        hist.observe(target, np.array([record[metric.field] / 1000.0]))
                 if words:
-                    self.word_lag.observe(target, word_lags(words).astype(np.float64) / 1000.0)
+                    word_lag = word_values(words, BY_NAME["word_lag"].field)
+                    self.word_lag.observe(target, word_lag.astype(np.float64) / 1000.0)
                 if send_lag:
                     lags = send_lags(send_lag).astype(np.float64) / 1000.0
                     self.send_lag.observe("", lags)

@@ -34,6 +34,7 @@ import msgspec
 import numpy as np
 
 from . import loghist
+from .metricdefs import ARRIVAL_FIELDS, SESSION_FIELDS
 from .metrics import SessionResult
 
 SCHEMA_VERSION = 2
@@ -52,26 +53,25 @@ SERVER_METRICS = "server_metrics.csv"
 
 SESSION_COLUMNS = (
     "session_id", "worker", "target", "sample", "speed", "started_at", "ended_at", "outcome", "error", "close_code",
-    "connect_ms", "ready_ms", "first_response_ms", "first_word_ms", "finalize_ms", "backlog_max_ms", "audio_s",
+    *SESSION_FIELDS, "audio_s",  # SESSION_FIELDS: the per-session latency metrics (yapbench.metricdefs)
     "frames_planned", "frames_sent", "steps", "words", "send_lag_p50_ms", "send_lag_p99_ms", "send_lag_max_ms",
-    "transcript", "end_of_turn_signal", "turns", "due_at", "start_lag_ms",
+    "transcript", "end_of_turn_signal", "turns", "due_at", *ARRIVAL_FIELDS,
 )
 # JSON types of the session columns (None allowed where a value was not observed).
 SESSION_TYPES: dict[str, type] = {
     "session_id": str, "worker": str, "target": str, "sample": str, "speed": float, "started_at": float,
-    "ended_at": float, "outcome": str, "error": str, "close_code": int, "connect_ms": float, "ready_ms": float,
-    "first_response_ms": float, "first_word_ms": float, "finalize_ms": float, "backlog_max_ms": float,
+    "ended_at": float, "outcome": str, "error": str, "close_code": int, **dict.fromkeys(SESSION_FIELDS, float),
     "audio_s": float, "frames_planned": int, "frames_sent": int, "steps": int, "words": int,
     "send_lag_p50_ms": float, "send_lag_p99_ms": float, "send_lag_max_ms": float, "transcript": str,
     "end_of_turn_signal": bool, "turns": list,  # conversations only
-    "due_at": float, "start_lag_ms": float,  # open loop only (docs/open-loop.md); sessions.bin leaves them out
+    # open loop only (docs/open-loop.md); sessions.bin leaves them out
+    "due_at": float, **dict.fromkeys(ARRIVAL_FIELDS, float),
 }
 # One record per session line, written just before it: what a reader of millions of sessions needs without
 # decoding JSON. Strings are 8-byte hashes (string_hash; 0 for null): the first line with a hash gives its text.
 SESSION_BIN_DTYPE = np.dtype([
     ("offset", "<u8"), ("length", "<u4"), ("started_at", "<f8"), ("ended_at", "<f8"), ("audio_s", "<f8"),
-    ("connect_ms", "<f8"), ("ready_ms", "<f8"), ("first_response_ms", "<f8"), ("first_word_ms", "<f8"),
-    ("finalize_ms", "<f8"), ("backlog_max_ms", "<f8"), ("words", "<u4"), ("target", "<u8"), ("sample", "<u8"),
+    *((f, "<f8") for f in SESSION_FIELDS), ("words", "<u4"), ("target", "<u8"), ("sample", "<u8"),
     ("outcome", "<u8"), ("transcript", "<u8"),
 ])
 SESSION_BIN_STRINGS = ("target", "sample", "outcome", "transcript")
@@ -151,9 +151,9 @@ def rows_of(result: SessionResult) -> Batch:
     return result.record(), words.tobytes(), lag.tobytes()
 
 
-def word_lags(words: bytes) -> np.ndarray:
-    """lag_ms of one session's word records (for live statistics)."""
-    return np.frombuffer(words, dtype=WORD_DTYPE)["lag_ms"]
+def word_values(words: bytes, field: str) -> np.ndarray:
+    """One field (`lag_ms`, `end_lag_ms`) of one session's word records (for live statistics)."""
+    return np.frombuffer(words, dtype=WORD_DTYPE)[field]
 
 
 def send_lags(send_lag: bytes) -> np.ndarray:

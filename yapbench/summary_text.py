@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .metricdefs import METRICS, Source
 from .metrics import SessionResult, summarize
 
 
@@ -11,15 +12,9 @@ def _ms(v: float | None) -> str:
 
 def session_summary_lines(r: SessionResult) -> list[str]:
     lines = [f"outcome        {r.outcome}" + (f"  ({r.error})" if r.error else "")]
-    for label, value in (
-        ("connect", r.connect_ms),
-        ("ready", r.ready_ms),
-        ("first response", r.first_response_ms),
-        ("first word", r.first_word_ms),
-        ("finalize", r.finalize_ms),
-        ("backlog max", r.backlog_max_ms),
-    ):
-        lines.append(f"{label:<15}{_ms(value)}")
+    for metric in METRICS:
+        if metric.source == Source.SESSION:
+            lines.append(f"{metric.label:<15}{_ms(getattr(r, metric.field))}")
     lag = summarize([w.lag_ms for w in r.words])
     if lag:
         lines.append(f"{'word lag':<15}p50 {lag['p50']:.1f} ms  p95 {lag['p95']:.1f} ms  max {lag['max']:.1f} ms"

@@ -28,7 +28,8 @@ import pandas as pd
 
 from .slo import MetricPath
 from .report.load import RunData
-from .report.schema import SEND_LAG_METRIC, SESSION_METRICS, TARGETS, WORD_METRICS
+from .metricdefs import SESSION_METRICS, WORD_METRICS
+from .report.schema import SEND_LAG_METRIC, TARGETS
 
 REPLICATES = 2000
 CLUSTER_REPLICATES = 500

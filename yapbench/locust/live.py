@@ -7,10 +7,12 @@ from collections import Counter
 
 import numpy as np
 
-from ..metrics import LATENCY_METRICS, NOT_SERVED, PERCENTILES, summarize
-from ..runlog import Batch, send_lags, word_lags
+from ..metricdefs import METRICS, SEND_LAG, Metric, Source
+from ..metrics import NOT_SERVED, PERCENTILES, summarize
+from ..runlog import Batch, send_lags, word_values
 
-TABLE_METRICS = (*LATENCY_METRICS, "word_lag_ms", "send_lag_ms")
+LIVE_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.live)
+TABLE_METRICS = tuple(m.suffixed for m in LIVE_METRICS)  # the tab's row names and the snapshot's keys
 SEND_LAG_WARN_MS = 10.0
 
 
@@ -32,13 +34,13 @@ class LiveStats:
                 self.outcomes[record["outcome"]] += 1
                 if record["outcome"] in NOT_SERVED:
                     continue
-                for m in LATENCY_METRICS:
-                    if record.get(m) is not None:
-                        self._values[m].append(np.array([record[m]]))
-                if words:
-                    self._values["word_lag_ms"].append(word_lags(words))
-                if send_lag:
-                    self._values["send_lag_ms"].append(send_lags(send_lag))
+                for m in LIVE_METRICS:
+                    if m.source == Source.SESSION and record.get(m.field) is not None:
+                        self._values[m.suffixed].append(np.array([record[m.field]]))
+                    elif m.source == Source.WORD and words:
+                        self._values[m.suffixed].append(word_values(words, m.field))
+                    elif m.source == Source.FRAME and send_lag:  # send_lag.bin's one metric
+                        self._values[m.suffixed].append(send_lags(send_lag))
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -50,7 +52,7 @@ class LiveStats:
                     metrics[m] = summarize(merged, PERCENTILES)
             outcomes = dict(self.outcomes)
         sessions = sum(outcomes.values())
-        send_p99 = metrics.get("send_lag_ms", {}).get("p99")
+        send_p99 = metrics.get(SEND_LAG.suffixed, {}).get("p99")
         return {
             "metrics": metrics,
             "outcomes": outcomes,

@@ -14,6 +14,7 @@ import gevent
 from locust import User, task
 
 from ..conversation import draw_conversation
+from ..metricdefs import METRICS, Source
 from ..metrics import NOT_SERVED, Outcome, SessionResult
 from ..session import SessionCancelled, run_session
 from .arrival import clock_for
@@ -27,6 +28,7 @@ BACKOFF_CAP_S = 8.0
 # Started together, their upgrades would land in the same few milliseconds of the hub and delay every running
 # stream's next frame; each new user instead starts its first session at a random point of that second.
 START_SPREAD_S = 1.0
+LOCUST_METRICS = tuple(m for m in METRICS if m.locust)
 
 
 class SessionFailed(Exception):
@@ -93,14 +95,13 @@ class SttUser(User):
         if result.outcome == Outcome.AUTH_FAILED and self.failures_in_a_row == 1:
             log.error("yapbench: %s: %s (set $KYUTAI_API_KEY or --api-key-file)", result.target, result.error)
         fire = self.environment.events.request.fire
-        for name in ("connect", "ready", "first_response", "first_word", "finalize"):
-            value = getattr(result, f"{name}_ms")
-            if value is not None:
-                fire(request_type=REQUEST_TYPE, name=name, response_time=value, response_length=0, exception=None,
-                     context={})
-        for w in result.words:
-            fire(request_type=REQUEST_TYPE, name="word_lag", response_time=w.lag_ms, response_length=0,
-                 exception=None, context={})
+        for metric in LOCUST_METRICS:  # each its own row in Locust's statistics
+            values = [getattr(result, metric.field)] if metric.source == Source.SESSION else \
+                [getattr(w, metric.field) for w in result.words]
+            for value in values:
+                if value is not None:
+                    fire(request_type=REQUEST_TYPE, name=metric.name, response_time=value, response_length=0,
+                         exception=None, context={})
         if result.outcome == Outcome.OK:
             duration = (result.ended_at - result.started_at) * 1000.0
             fire(request_type=REQUEST_TYPE, name="session", response_time=duration, response_length=0,

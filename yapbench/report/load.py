@@ -20,6 +20,7 @@ from pandas.api.types import union_categoricals
 
 from .. import runlog
 from ..errors import UserError
+from ..metricdefs import ARRIVAL_FIELDS, SESSION_FIELDS
 from ..metrics import NOT_SERVED
 from .sendlag import SendLag
 
@@ -123,10 +124,10 @@ def window(run: RunData, lo: float, hi: float) -> RunData:
 
 
 # The sessions.jsonl columns the report reads. Repeated strings become categoricals: millions of rows, few values.
-SESSION_COLUMNS = ("target", "sample", "outcome", "transcript", "started_at", "ended_at", "audio_s", "connect_ms",
-                   "ready_ms", "first_response_ms", "first_word_ms", "finalize_ms", "backlog_max_ms", "words")
+SESSION_COLUMNS = ("target", "sample", "outcome", "transcript", "started_at", "ended_at", "audio_s", *SESSION_FIELDS,
+                   "words")
 CATEGORIES = ("target", "sample", "outcome", "transcript")
-OPEN_LOOP_COLUMNS = ("due_at", "start_lag_ms")
+OPEN_LOOP_COLUMNS = ("due_at", *ARRIVAL_FIELDS)
 
 
 def _sessions_frame(run_dir: Path, columns: tuple[str, ...]) -> pd.DataFrame:

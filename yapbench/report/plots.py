@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..metricdefs import METRICS, SEND_LAG, Source
 from .bulk import sample_cdf
 from .load import RunData
-from .schema import SESSION_METRICS, WORD_METRICS
 from .timeseries import TimeSeries, active_at, each_gpu
 
 CDF_POINTS = 2000
@@ -39,16 +39,18 @@ def latency_values(run: RunData) -> dict[str, dict[str, Curve]]:
     codes, names = pd.factorize(run.sessions["target"])  # integers: tens of millions of words compare cheaply
     word_codes = codes[run.words["srow"].to_numpy()]
     out: dict[str, dict[str, tuple[Curve, int]]] = {}
-    for key, col in {**SESSION_METRICS, **WORD_METRICS}.items():
-        frame, tgt = (served, codes[served_mask]) if key in SESSION_METRICS else (run.words, word_codes)
-        values = frame[col].to_numpy()
+    for metric in METRICS:
+        if not metric.plot or metric.source not in (Source.SESSION, Source.WORD):
+            continue
+        frame, tgt = (served, codes[served_mask]) if metric.source == Source.SESSION else (run.words, word_codes)
+        values = frame[metric.field].to_numpy()
         groups = {str(names[i]): values[tgt == i] for i in np.argsort(names.astype(str))} if fleet \
             else {"all": values}
         groups = {k: v[~np.isnan(v)] for k, v in groups.items()}
         if any(v.size for v in groups.values()):
-            out[key] = {k: (sample_cdf(v, CDF_POINTS), v.size) for k, v in groups.items() if v.size}
-    if run.send_lag.size:
-        out["send_lag"] = {"all (generator)": (run.send_lag.cdf(CDF_POINTS), run.send_lag.size)}
+            out[metric.name] = {k: (sample_cdf(v, CDF_POINTS), v.size) for k, v in groups.items() if v.size}
+    if SEND_LAG.plot and run.send_lag.size:
+        out[SEND_LAG.name] = {"all (generator)": (run.send_lag.cdf(CDF_POINTS), run.send_lag.size)}
     return out
 
 

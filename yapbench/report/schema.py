@@ -11,6 +11,7 @@ from typing import Callable
 
 from typing import Sequence
 
+from ..metricdefs import METRICS, SEND_LAG, START_LAG
 from ..metrics import Outcome
 
 SCHEMA_VERSION = 1
@@ -20,26 +21,12 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq,
 }
 
-# Summary key -> sessions.jsonl column. Served sessions only (metrics.NOT_SERVED stay out).
-SESSION_METRICS: dict[str, str] = {
-    "connect": "connect_ms",
-    "ready": "ready_ms",
-    "first_response": "first_response_ms",
-    "first_word": "first_word_ms",
-    "finalize": "finalize_ms",
-    "backlog_max": "backlog_max_ms",
-}
-# Summary key -> words.bin column: one value per Word (per EndWord for end_lag).
-WORD_METRICS: dict[str, str] = {"word_lag": "lag_ms", "end_lag": "end_lag_ms"}
-# Summary key -> turns.bin column: one value per turn of a served conversation (docs/metrics.md, Conversations).
-TURN_METRICS: dict[str, str] = {"turn_first_word": "first_word_ms", "turn_end": "end_ms",
-                                "end_of_turn_detect": "end_of_turn_ms", "turn_flush": "flush_ms"}
-SEND_LAG_METRIC = "send_lag"  # from send_lag.bin: one value per speech frame sent
+# The latency metrics (summary key -> column, per source) are yapbench.metricdefs's: one entry each.
+SEND_LAG_METRIC = SEND_LAG.name  # from send_lag.bin: one value per speech frame sent
+START_LAG_METRIC = START_LAG.name  # open loop: how late each arrival started (or was dropped)
 WER_SESSIONS_METRIC = "wer_sessions"  # distribution of per-session WER (a fraction, not milliseconds)
-START_LAG_METRIC = "start_lag"  # open loop: how late each arrival started (or was dropped), from start_lag_ms
 
-# values in milliseconds
-TIME_METRICS = (*SESSION_METRICS, *WORD_METRICS, *TURN_METRICS, SEND_LAG_METRIC, START_LAG_METRIC)
+TIME_METRICS = tuple(m.name for m in METRICS if m.unit == "ms")  # values in milliseconds
 DISTRIBUTIONS = (*TIME_METRICS, WER_SESSIONS_METRIC)
 STATS = ("count", "min", "mean", "max", "p50", "p90", "p95", "p99")
 
@@ -53,10 +40,8 @@ SCALARS = ("sessions", "duration_s", "attempts", "arrival_rate", "measured_arriv
 OUTCOMES = tuple(str(o) for o in Outcome)
 GPU_FIELDS = ("util_pct", "mem_used_mib", "power_w")
 
-# Names a condition may use for a summary key: the sessions.jsonl spelling with `_ms`, and the shorter `backlog`.
-ALIASES: dict[str, str] = {f"{k}_ms": k for k in TIME_METRICS}
-ALIASES.update({"backlog": "backlog_max", "backlog_ms": "backlog_max", "send_lag_ms": SEND_LAG_METRIC,
-                "start_lag_ms": START_LAG_METRIC})
+# Names a condition may use for a summary key: the run directory's spelling with `_ms`, and shorter ones (`backlog`).
+ALIASES: dict[str, str] = {alias: m.name for m in METRICS for alias in (m.suffixed, *m.aliases)}
 
 # Per-target sub-summaries (fleet runs) and per-sample WER are keyed by free-form names (URLs, file names).
 TARGETS = "targets"

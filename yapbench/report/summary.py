@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from .. import runlog
+from ..metricdefs import SESSION_METRICS, START_LAG, WORD_METRICS
 from ..metrics import NOT_ERRORS, summarize
 from .load import RunData, window
 from .openloop import GOOD, good_sessions, section_rates, traffic
 from .phases import GENERATOR_LAG_LIMIT_MS, Phase, phases_of, settle_of
-from .schema import (GPU_FIELDS, OUTCOMES, SCHEMA_VERSION, SEND_LAG_METRIC, SESSION_METRICS, START_LAG_METRIC,
-                     TARGETS, WER_BY_SAMPLE, WER_SESSIONS_METRIC, WORD_METRICS, ratio)
+from .schema import (GPU_FIELDS, OUTCOMES, SCHEMA_VERSION, SEND_LAG_METRIC, START_LAG_METRIC, TARGETS, WER_BY_SAMPLE,
+                     WER_SESSIONS_METRIC, ratio)
 from .turns import turn_notes, turn_section
 from .wer import references, score_sessions, with_conversations
 
@@ -45,7 +46,7 @@ def summarize_data(run: RunData) -> dict:
     }
     summary.update(_section(sessions, words, run.turns, run.duration_s))
     summary.update(traffic(sessions, run.meta, run.start, run.end, run.server))
-    summary[START_LAG_METRIC] = stats(sessions["start_lag_ms"]) if "start_lag_ms" in sessions else {"count": 0}
+    summary[START_LAG_METRIC] = stats(sessions[START_LAG.field]) if START_LAG.field in sessions else {"count": 0}
     summary[SEND_LAG_METRIC] = run.send_lag.stats()
     summary["estimates"] = [] if run.send_lag.exact else [SEND_LAG_METRIC]
     p99 = summary[SEND_LAG_METRIC].get("p99")

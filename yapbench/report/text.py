@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ..metricdefs import METRICS
 from .openloop import traffic_rows
 
-HEADLINE_METRICS = ("first_word", "word_lag", "finalize", "backlog_max", "send_lag")
+HEADLINE_METRICS = tuple(m.name for m in METRICS if m.headline)
 
 
 def headline(summary: dict) -> str:

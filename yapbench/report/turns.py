@@ -7,7 +7,8 @@ from typing import Callable
 
 import pandas as pd
 
-from .schema import TURN_METRICS, ratio
+from ..metricdefs import TURN_METRICS
+from .schema import ratio
 
 NO_SIGNAL_NOTE = ("no end-of-turn signal: the server sent no Step with the pause head (a model without extra heads, "
                   "e.g. stt-2.6b-en), so end_of_turn_detect was not measured")
