@@ -30,7 +30,7 @@ class Metric:
     field: str  # the record field and run-directory column that holds the values
     label: str  # for people: one session's lines (`yapbench client`)
     unit: str = "ms"
-    plot: bool = True  # a panel of the report's latency CDFs
+    plot: bool = True  # a panel of the report's CDFs (latency_cdf.png; a turn metric: turn_cdf.png)
     headline: bool = False  # a row of the plain-text summary (`yapbench run`, `yapbench report`)
     live: bool = True  # a row of the web UI's STT tab
     locust: bool = False  # every value is reported to Locust as a request of this name, so its own table has it
@@ -53,10 +53,10 @@ METRICS: tuple[Metric, ...] = (
            aliases=("backlog", "backlog_ms")),
     Metric("word_lag", Source.WORD, "lag_ms", "word lag", headline=True, locust=True),
     Metric("end_lag", Source.WORD, "end_lag_ms", "end lag", live=False),
-    Metric("turn_first_word", Source.TURN, "first_word_ms", "turn first word", plot=False, live=False),
-    Metric("turn_end", Source.TURN, "end_ms", "turn end", plot=False, live=False),
-    Metric("end_of_turn_detect", Source.TURN, "end_of_turn_ms", "end of turn detected", plot=False, live=False),
-    Metric("turn_flush", Source.TURN, "flush_ms", "turn flush", plot=False, live=False),
+    Metric("turn_first_word", Source.TURN, "first_word_ms", "turn first word", live=False),
+    Metric("turn_end", Source.TURN, "end_ms", "turn end", live=False),
+    Metric("end_of_turn_detect", Source.TURN, "end_of_turn_ms", "end of turn detected", live=False),
+    Metric("turn_flush", Source.TURN, "flush_ms", "turn flush", live=False),
     SEND_LAG := Metric("send_lag", Source.FRAME, "lag_ms", "send lag", headline=True),
     START_LAG := Metric("start_lag", Source.ARRIVAL, "start_lag_ms", "start lag", plot=False, live=False),
 )

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..metricdefs import METRICS, Source
 from .bulk import sample_cdf
 from .load import RunData
 from .plots import CDF_POINTS, DPI, Curve, latency_cdfs
-from .schema import TURN_METRICS
 
 TURN_CDF_PNG = "turn_cdf.png"
 TIMELINE_PNG = "conversation.png"
@@ -20,11 +20,13 @@ TIMELINE_PNG = "conversation.png"
 def turn_cdfs(run: RunData, out_dir: Path) -> str | None:
     """One CDF per turn metric that some turn observed (turn_flush only with flush=turn)."""
     values: dict[str, dict[str, tuple[Curve, int]]] = {}
-    for key, col in TURN_METRICS.items():
-        v = run.turns[col].to_numpy(dtype=np.float64)
+    for metric in METRICS:
+        if not metric.plot or metric.source != Source.TURN:
+            continue
+        v = run.turns[metric.field].to_numpy(dtype=np.float64)
         v = v[~np.isnan(v)]
         if v.size:
-            values[key] = {"all turns": (sample_cdf(v, CDF_POINTS), v.size)}
+            values[metric.name] = {"all turns": (sample_cdf(v, CDF_POINTS), v.size)}
     return latency_cdfs(values, out_dir, TURN_CDF_PNG)
 
 
