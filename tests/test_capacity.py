@@ -70,6 +70,23 @@ def test_rejections_start_above_batch_size(ref_server, tmp_path):
     assert (tmp_path / "cap" / "report.html").exists()
 
 
+def test_conversations_are_answered_in_conversations_and_in_streams(ref_server, tmp_path):
+    """Each user holds one conversation (one slot through its pauses), which speaks only part of the time; a
+    per-turn SLO is judged at the level. (One level: where rejections start is test_rejections_start_above_...'s.)"""
+    server = ref_server(batch_size=4, step_ms=1)
+    proc = run_capacity(server, tmp_path / "cap", "--start", "4", "--max-users", "4",
+                        "--conversation", "turns=2,pause=2s", "--slo", "end_of_turn_detect.max<=2s")
+    assert proc.returncode == 0, proc.stdout + "\n".join(ln for ln in proc.stderr.splitlines() if "capacity" in ln)
+    answer = json.loads((tmp_path / "cap" / "capacity.json").read_text())
+    assert answer["capacity"] == 4 and answer["limit"] == "max_users" and answer["conversation"] == "turns=2,pause=2s"
+    # turns of about 1.6 s of speech (the two LJ002-00* samples), each followed by its 2 s pause
+    assert answer["speech_share"] == pytest.approx(1.6 / 3.6, abs=0.03)
+    assert answer["speech_streams"] == round(4 * answer["speech_share"], 1)
+    assert answer["levels"][0]["values"]["end_of_turn_detect.max"] is not None
+    assert "capacity: at least 4 concurrent conversations: every SLO held" in proc.stdout
+    assert f"In streams: 4 held open, about {answer['speech_streams']:g} of them speaking at once" in proc.stdout
+
+
 def test_unusable_slo_is_exit_2_before_any_load(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "yapbench.cli", "capacity", "--host", "127.0.0.1:9",
                            "--slo", "first_wrod.p95<=1s", "--run-dir", str(tmp_path / "c")],

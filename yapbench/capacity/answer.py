@@ -14,12 +14,24 @@ def answer_lines(answer: dict) -> list[str]:
 def one_line(answer: dict) -> str:
     cap, bad = answer["capacity"], answer["first_bad_users"]
     broke = ", ".join(answer["broken_first"]) or "nothing"
+    unit = "conversations" if answer.get("conversation") else "streams"
     if answer["limit"] == "generator":
-        return (f"capacity: the load generator was the limit at {bad} streams (send lag p99 > 10 ms), not the server; "
+        return (f"capacity: the load generator was the limit at {bad} {unit} (send lag p99 > 10 ms), not the server; "
                 f"add Locust workers (--processes) and run again. Last level held by the server: {cap}")
     if cap is None:
-        return f"capacity: even the first level ({bad} streams) broke: {broke}"
+        return f"capacity: even the first level ({bad} {unit}) broke: {broke}"
+    held = f"{cap} real-time streams" if unit == "streams" else f"{cap} concurrent conversations"
     if answer["limit"] == "max_users":
-        return f"capacity: at least {cap} real-time streams: every SLO held up to --max-users"
-    return (f"capacity: {cap} real-time streams hold every SLO (resolution {answer['resolution']}); "
-            f"at {bad} streams: {broke}")
+        return f"capacity: at least {held}: every SLO held up to --max-users" + _in_streams(answer)
+    return (f"capacity: {held} hold every SLO (resolution {answer['resolution']}); at {bad} {unit}: {broke}"
+            + _in_streams(answer))
+
+
+def _in_streams(answer: dict) -> str:
+    """A conversation answer in streams: the connections (slots) it holds, and the streams of speech they carry."""
+    if not answer.get("conversation"):
+        return ""
+    share = answer.get("speech_share")
+    speech = "" if share is None else (f", about {answer['speech_streams']:g} of them speaking at once "
+                                       f"(speech {100 * share:.0f} % of the time)")
+    return f". In streams: {answer['capacity']} held open{speech}; --conversation {answer['conversation']}"

@@ -30,6 +30,7 @@ class SearchSpec:
     tolerance: float = 0.10
     max_windows: int = 6
     stop_on_rejection: bool = True
+    conversation: str = ""  # --conversation as typed: each user holds a conversation, the answer is in those
 
     def __post_init__(self) -> None:
         if self.start < 1 or self.max_users < self.start:
@@ -53,6 +54,7 @@ class LevelResult:
     sessions: int
     values: dict[str, float | None] = field(default_factory=dict)
     per_target: dict[str, dict] = field(default_factory=dict)  # fleets: each target's streams and verdict
+    speech_share: float | None = None  # conversations: the share of a slot's time that carried speech
 
     @property
     def generator_bound(self) -> bool:
@@ -78,6 +80,7 @@ class LevelResult:
             "sessions": self.sessions,
             "values": self.values,
             "per_target": self.per_target,
+            "speech_share": self.speech_share,
         }
 
 
@@ -149,9 +152,15 @@ class CapacitySearch:
         return out
 
     def answer(self) -> dict:
-        bad = self.bad
+        bad, good = self.bad, self.good
         return {
-            "capacity": self.good.users if self.good else None,
+            "capacity": good.users if good else None,
+            # Conversations: each user holds one slot through its pauses; the streams of speech it adds up to are
+            # the conversations times the share of the time they spoke (Little's law on the speech alone).
+            "conversation": self.spec.conversation or None,
+            "speech_share": good.speech_share if good and self.spec.conversation else None,
+            "speech_streams": (round(good.users * good.speech_share, 1)
+                               if good and self.spec.conversation and good.speech_share is not None else None),
             "limit": self.limit,
             "resolution": self.spec.resolution,
             "first_bad_users": bad.users if bad else None,
@@ -186,4 +195,5 @@ def evaluate_level(users: int, summary: dict, conditions: Sequence[Condition], w
         sessions=int(summary.get("sessions") or 0),
         values={str(c.path): r.value for c, r in zip(conditions, checks)},
         per_target=per_target,
+        speech_share=summary.get("speech_share"),
     )

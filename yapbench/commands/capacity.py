@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
                           resolution=args.resolution, window_s=args.window,
                           settle_s=args.window if args.settle is None else args.settle,
                           stable_windows=args.stable_windows, tolerance=args.tolerance, max_windows=args.max_windows,
-                          stop_on_rejection=not args.allow_rejections)
+                          stop_on_rejection=not args.allow_rejections, conversation=args.conversation or "")
     except ValueError as exc:
         raise UserError(str(exc)) from None
     run_dir = Path(args.run_dir or default_run_dir())
