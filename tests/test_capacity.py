@@ -85,6 +85,8 @@ def test_conversations_are_answered_in_conversations_and_in_streams(ref_server, 
     assert answer["levels"][0]["values"]["end_of_turn_detect.max"] is not None
     assert "capacity: at least 4 concurrent conversations: every SLO held" in proc.stdout
     assert f"In streams: 4 held open, about {answer['speech_streams']:g} of them speaking at once" in proc.stdout
+    html = (tmp_path / "cap" / "report.html").read_text(encoding="utf-8")
+    assert "<th>conversations</th>" in html and "In streams: 4 held open" in html
 
 
 def test_unusable_slo_is_exit_2_before_any_load(tmp_path):

@@ -16,7 +16,7 @@ from yapbench.conversation import ConversationSpec, build_conversation, parse_co
 from yapbench.endofturn import EndOfTurnRule, Smoothing
 from yapbench.metrics import Outcome
 from yapbench.options import On, add_cli_options
-from yapbench.protocol import FRAME_SECONDS
+from yapbench.protocol import FRAME_SECONDS, Step
 from yapbench.samples import DEFAULT_MANIFEST
 from yapbench.gates import check_run
 from yapbench.report import build_report
@@ -136,6 +136,27 @@ def test_a_chosen_head_threshold_and_a_flush_per_turn(ref_server, pcm):
         assert turn.flush_ms is not None and 0 < turn.flush_ms < PAUSE_S / SPEED * 1000, turn
         assert turn.words > 0
     assert abs(r.turns[0].flush_ms - r.turns[1].flush_ms) < 50  # the same model delay after each turn
+
+
+def test_the_reference_pause_heads_are_low_in_speech_and_rise_through_silence(ref_server, two_turns):
+    """What the end-of-turn metric reads, as the client receives it: per Step (one per frame, in order), the four
+    heads stay at their floor through speech and rise steadily through each pause, the shortest horizon first."""
+    steps: list[tuple[float, ...]] = []
+
+    def listen(stream, msg, now) -> None:
+        if isinstance(msg, Step):
+            steps.append(msg.prs)
+
+    r = run_session(SessionConfig(ref_server(step_ms=2).url, speed=SPEED), two_turns, listener=listen)
+    assert r.outcome == Outcome.OK, r.error
+    prs = np.array(steps[: two_turns.n_frames])  # Steps past the conversation's frames are the flush's
+    assert prs.shape == (two_turns.n_frames, 4)
+    bounds = [t.start for t in two_turns.turns[1:]] + [two_turns.n_frames]
+    for turn, pause_end in zip(two_turns.turns, bounds):
+        speech, pause = prs[turn.start:turn.end], prs[turn.end:pause_end]
+        assert np.median(speech[:, 2]) <= 0.05 and speech[:, 2].max() < 0.5  # gaps between words never end a turn
+        assert (np.diff(pause, axis=0) >= 0).all() and pause[-1, 2] > 0.5  # rising through the 2.5 s of silence
+        assert (pause[:, :-1] >= pause[:, 1:]).all()  # a pause within 0.5 s is likelier than one within 3 s
 
 
 def test_a_server_without_steps_records_no_end_of_turn_signal(ref_server, two_turns):

@@ -32,7 +32,8 @@ def plot_capacity(answer: dict, run_dir: Path) -> Path:
         ax.axhline(cond.limit, color="tab:red", linestyle="--", label=f"limit {cond.path.format(cond.limit)}")
         if answer["capacity"] is not None:
             ax.axvline(answer["capacity"], color="tab:green", linestyle=":", label=f"capacity {answer['capacity']}")
-        ax.set_xlabel("concurrent real-time streams")
+        ax.set_xlabel(f"concurrent conversations ({answer['conversation']})" if answer.get("conversation")
+                      else "concurrent real-time streams")
         ax.set_ylabel(key)
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)

@@ -29,7 +29,8 @@ def report_section(run_dir: Path) -> Section | None:
     rows = tuple((lv["users"], "holds" if lv["passed"] else "breaks",
                   ", ".join(lv["broken"] + (["generator send lag"] if lv["generator_bound"] else [])),
                   _percent(lv["rejection_rate"]), *lv["values"].values()) for lv in levels)
-    header = ("streams", "verdict", "broken", "rejections", *slo_columns)
+    header = ("conversations" if answer.get("conversation") else "streams", "verdict", "broken", "rejections",
+              *slo_columns)
     return Section("Capacity", tuple(answer_lines(answer)), header, rows, plot_capacity(answer, run_dir).name)
 
 
