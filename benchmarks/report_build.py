@@ -57,6 +57,18 @@ WORD_S = 0.4  # one word per 0.4 s of speech: 2.5 words/s per stream, 90 M words
 BATCH = 20_000
 
 
+SPAWN_S = 20.0  # the users start over this long, as Locust's -r would have them
+DRAIN_S = 12.0  # no session starts in the last 12 s: the longest (12 s of speech) ends with the run
+
+
+def phase_times(t0: float, duration_s: float) -> dict:
+    """run.json's phase boundaries as a Locust load records them (report.phases): all users started after SPAWN_S,
+    the load's time up when the last session starts (a drain of one session length follows), --settle 10."""
+    from yapbench.report.phases import SETTLE_KEY, SPAWNING_COMPLETE_KEY, STOPPING_KEY
+
+    return {SPAWNING_COMPLETE_KEY: t0 + SPAWN_S, STOPPING_KEY: t0 + duration_s - DRAIN_S, SETTLE_KEY: 10.0}
+
+
 def bulk_run(run_dir: Path, streams: int, duration_s: float, seed: int = 11) -> None:
     """`streams` real-time streams for `duration_s`, each a back-to-back series of sessions of 8-12 s of speech,
     written through RunLog.append in batches; values drawn vectorised (numpy), records shaped as the load's."""
@@ -71,8 +83,9 @@ def bulk_run(run_dir: Path, streams: int, duration_s: float, seed: int = 11) -> 
     log = RunLog(run_dir)
     names = list(SAMPLES)
     log.write_meta({"targets": list(TARGETS), "target": ",".join(TARGETS), "users": streams,
-                    "spawn_rate": streams / 20, "speed": 1.0, "shape": "", "started_at": t0,
+                    "spawn_rate": streams / SPAWN_S, "speed": 1.0, "shape": "", "started_at": t0,
                     "ended_at": t0 + duration_s, "command": "benchmarks/report_build.py", "yapbench_version": "bench",
+                    **phase_times(t0, duration_s),
                     "samples": {n: {"transcript": t, "language": "en", "duration_s": 10.0}
                                 for n, t in SAMPLES.items()}})
     mean_session_s = 10.0 + 0.5  # speech + flush and think time
@@ -82,7 +95,7 @@ def bulk_run(run_dir: Path, streams: int, duration_s: float, seed: int = 11) -> 
     transcripts: dict[tuple[str, int], str] = {}
     for lo in range(0, n, BATCH):
         m = min(BATCH, n - lo)
-        started = t0 + (lo + np.sort(rng.random(m)) * m) / n * (duration_s - 12.0)  # finishing in time order
+        started = t0 + (lo + np.sort(rng.random(m)) * m) / n * (duration_s - DRAIN_S)  # finishing in time order
         audio = rng.uniform(8.0, 12.0, m)
         frames = (audio / FRAME_S).astype(np.int64)
         nwords = (audio / WORD_S).astype(np.int64)

@@ -160,23 +160,25 @@ def summarize(values: Iterable[float] | np.ndarray, percentiles: Iterable[float]
     """Exact order statistics of raw values (numpy's linear interpolation between closest ranks).
 
     Returns {} for no values, so a metric that was never observed is absent rather than zero. float32 arrays are
-    not widened (ninety million word lags would need 720 MB more): only the ranks used are, exactly.
+    not widened (ninety million word lags would need 720 MB more): only the ranks used are, exactly. The values
+    are partitioned in one scratch copy: the NaN-free copy when there were NaN, else a copy of the input.
     """
     arr = values if isinstance(values, np.ndarray) and values.dtype.kind == "f" else \
         np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=np.float64)
     nan = np.isnan(arr)
-    if nan.any():
-        arr = arr[~nan]
+    scratch = arr[~nan] if nan.any() else None
+    arr = arr if scratch is None else scratch
     if arr.size == 0:
         return {}
     qs = list(percentiles)
     pos = np.asarray(qs, dtype=np.float64) / 100.0 * (arr.size - 1)
     lo, hi = np.floor(pos).astype(np.int64), np.ceil(pos).astype(np.int64)
-    ranked = np.partition(arr, np.unique(np.concatenate((lo, hi, [0, arr.size - 1])))).astype(np.float64)
-    a, b, frac = ranked[lo], ranked[hi], pos - lo
+    mean = float(arr.mean(dtype=np.float64))  # before the partition reorders the scratch copy
+    ranked = arr.copy() if scratch is None else scratch
+    ranked.partition(np.unique(np.concatenate((lo, hi, [0, arr.size - 1]))))
+    a, b, frac = ranked[lo].astype(np.float64), ranked[hi].astype(np.float64), pos - lo
     values_at = np.where(frac >= 0.5, b - (b - a) * (1 - frac), a + (b - a) * frac)  # numpy's own lerp
-    out = {"count": float(arr.size), "min": float(ranked[0]), "mean": float(arr.mean(dtype=np.float64)),
-           "max": float(ranked[-1])}
+    out = {"count": float(arr.size), "min": float(ranked[0]), "mean": mean, "max": float(ranked[-1])}
     for q, v in zip(qs, values_at):
         out[f"p{q:g}"] = float(v)
     return out

@@ -31,7 +31,8 @@ RUN_KEYS = ("run_id", "target", "targets", "users", "spawn_rate", "speed", "shap
             "goodput_objectives", "conversation")
 
 
-def summarize_data(run: RunData) -> dict:
+def summarize_data(run: RunData, by_target: bool = True) -> dict:
+    """The summary of a run or window; with `by_target`, each target's section too (a fleet run's)."""
     sessions = with_wer(run).sessions
     words = run.words  # words of served sessions only (load.py)
     objectives = run.meta.get("goodput") or []  # goodput.Objective records, parsed when the load started
@@ -51,7 +52,7 @@ def summarize_data(run: RunData) -> dict:
     summary["estimates"] = [] if run.send_lag.exact else [SEND_LAG_METRIC]
     p99 = summary[SEND_LAG_METRIC].get("p99")
     summary["generator_overloaded"] = p99 is not None and p99 > GENERATOR_LAG_LIMIT_MS
-    if len(run.targets) > 1:
+    if by_target and len(run.targets) > 1:
         codes, names = pd.factorize(sessions["target"])
         word_codes = codes[words["srow"].to_numpy()]
         word_values = words[list(WORD_METRICS.values())]  # the columns a section reads: smaller copies per target
@@ -166,8 +167,13 @@ def summarize_phases(run: RunData, settle_s: float | None = None) -> dict:
             summary["notes"].append(f"no steady state: the run stopped within {settle:g} s of its last user "
                                     "starting; the figures cover the whole run")
     else:
-        summary = summarize_data(window(run, steady.start, steady.end))
-        summary["phases"] = {p.name: _phase(run, p) for p in phases}
+        steady_part = window(run, steady.start, steady.end)
+        summary = summarize_data(steady_part)
+        # The steady state's phase entry is the headline's own figures; the others need no per-target sections.
+        summary["phases"] = {}
+        for p in phases:
+            part = steady_part if p is steady else window(run, p.start, p.end)
+            summary["phases"][p.name] = _phase(p, part, summary if p is steady else summarize_data(part, False))
         summary["notes"] += _lag_notes(summary["phases"])
     summary["whole_run"] = _whole_run(run)
     summary["window"]["settle_s"] = settle
@@ -181,9 +187,8 @@ def _whole_run(run: RunData) -> dict:
             "outcomes": {str(k): int(v) for k, v in counts.items() if v}}
 
 
-def _phase(run: RunData, phase: Phase) -> dict:
-    part = window(run, phase.start, phase.end)
-    s = summarize_data(part)
+def _phase(phase: Phase, part: RunData, s: dict) -> dict:
+    """A phase's entry in summary.json from its window of the run and that window's summary."""
     lag = part.send_lag
     late = lag.late(GENERATOR_LAG_LIMIT_MS)
     return {
