@@ -456,7 +456,7 @@ def _no_words() -> Words:
     return Words(np.zeros(0, np.uint32), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
 
 
-WORD_CHUNK = 4_000_000  # records read at a time: bounds the transient copy of the whole records (~110 MB)
+WORD_CHUNK = 4_000_000  # records mapped at a time: bounds the file pages this process maps at once (~110 MB)
 
 
 def read_words(run_dir: str | Path, session_ids: Sequence[str], started_at: np.ndarray, t0: float = 0.0) -> Words:
@@ -475,20 +475,24 @@ def read_words(run_dir: str | Path, session_ids: Sequence[str], started_at: np.n
     end = np.empty(total, np.float32)
     starts = np.asarray(started_at, dtype=np.float64) - t0
     n = 0
-    with open(path, "rb") as f:
-        while n < total:
-            chunk = np.fromfile(f, dtype=WORD_DTYPE, count=min(WORD_CHUNK, total - n))
-            keep = chunk["session"] < len(starts)
-            if not keep.all():
-                chunk = chunk[keep]
-            m = n + chunk.size
-            line[n:m] = chunk["session"]
-            t[n:m] = starts[line[n:m]] + chunk["t"]
-            lag[n:m] = chunk["lag_ms"]
-            end[n:m] = chunk["end_lag_ms"]
-            n = m
-            if not keep.all():
-                break  # the words past the last complete session line: a killed writer's
+    while n < total:
+        # Mapped, not read: each column is copied straight from the page cache (half the CPU of reading records
+        # into a buffer first), and unmapped before the next chunk, so mapped pages never pile up in the RSS.
+        chunk = np.memmap(path, dtype=WORD_DTYPE, mode="r", offset=n * WORD_DTYPE.itemsize,
+                          shape=(min(WORD_CHUNK, total - n),))
+        keep = chunk["session"] < len(starts)
+        complete = bool(keep.all())
+        if not complete:
+            chunk = chunk[keep]
+        m = n + chunk.size
+        line[n:m] = chunk["session"]
+        t[n:m] = starts[line[n:m]] + chunk["t"]
+        lag[n:m] = chunk["lag_ms"]
+        end[n:m] = chunk["end_lag_ms"]
+        n = m
+        del chunk
+        if not complete:
+            break  # the words past the last complete session line: a killed writer's
     return Words(line[:n], t[:n], lag[:n], end[:n])
 
 

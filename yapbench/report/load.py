@@ -31,8 +31,9 @@ NOT_SERVED_NAMES = frozenset(str(o) for o in NOT_SERVED)
 class RunData:
     dir: Path
     meta: dict
-    sessions: pd.DataFrame  # one row per sessions.jsonl record, plus `served`
-    words: pd.DataFrame  # lag_ms, end_lag_ms, t (float32, seconds after `start`), srow (its session's row)
+    sessions: pd.DataFrame  # one row per sessions.jsonl record, in start order, plus `served` and `line` (its line)
+    # lag_ms, end_lag_ms, t (float32, seconds after `start`), srow (its session's row), in the sessions' row order
+    words: pd.DataFrame
     turns: pd.DataFrame  # a conversation's turns (runlog.TURN_DTYPE's columns but `session`), srow likewise
     send_lag: SendLag
     gpu: pd.DataFrame | None
@@ -51,6 +52,14 @@ class RunData:
         return sorted(self.sessions["target"].dropna().unique().tolist())
 
 
+def target_codes(run: RunData) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+    """Each session's and each word's target as a code into the names returned (pd.factorize: -1 for none); the
+    words' as int16, not int64 (ninety million words: 180 MB, not 720)."""
+    codes, names = pd.factorize(run.sessions["target"])
+    small = codes.astype(np.int16 if len(names) < 2**15 else np.int32)
+    return codes, small[run.words["srow"].to_numpy()], names
+
+
 def load_run(run_dir: str | Path, since: float | None = None, until: float | None = None) -> RunData:
     """Read a run directory; with `since`/`until` (epoch seconds) keep only sessions that started in that window,
     their words, and the send lags and telemetry sampled in it."""
@@ -62,11 +71,7 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
     try:
         meta = runlog.read_meta(d)
         legacy = not (d / runlog.WORDS).exists() and (d / runlog.WORDS_CSV).exists()  # words name their session
-        # Open-loop runs also need each session's due time and lateness, which only the session lines hold.
-        open_loop = bool(meta.get("arrival_rate") or meta.get("capacity_model") == "open")
-        columns = SESSION_COLUMNS + (("session_id",) if legacy else ()) + (OPEN_LOOP_COLUMNS if open_loop else ())
-        numbers = None if legacy or open_loop else runlog.read_session_numbers(d)
-        all_sessions = _sessions_frame(d, columns) if numbers is None else _sessions_from_numbers(d, numbers)
+        all_sessions = _all_sessions(d, meta, legacy)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"run directory {d}: {exc}") from None
     if runlog.schema_of(meta) > runlog.SCHEMA_VERSION:
@@ -75,13 +80,18 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
     notes: list[str] = []
     lo = -np.inf if since is None else since
     hi = np.inf if until is None else until
-    sessions = all_sessions
+    lines = len(all_sessions)
+    started_by_line = all_sessions["started_at"].to_numpy()
+    ids_by_line = all_sessions["session_id"].to_numpy() if legacy else []
+    # Rows in start order (`line` keeps each one's place in sessions.jsonl), the words laid out alike: a time
+    # window is then a slice of both, not a copy of millions of words.
+    sessions = all_sessions.take(np.argsort(started_by_line, kind="stable")).reset_index(drop=True)
+    del all_sessions  # millions of rows: not kept beside their sorted copy while the words load
     if since is not None or until is not None:
-        sessions = sessions[(sessions["started_at"] >= lo) & (sessions["started_at"] < hi)].reset_index(drop=True)
+        sessions = sessions.iloc[_started_in(sessions, lo, hi)].reset_index(drop=True)
     start, end = _span(meta, sessions, lo, hi)
     try:
-        words = runlog.read_words(d, all_sessions["session_id"].to_numpy() if legacy else [],
-                                  all_sessions["started_at"].to_numpy(), t0=start)
+        words = runlog.read_words(d, ids_by_line, started_by_line, t0=start)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     send_lag = SendLag.read(d, meta)
@@ -91,8 +101,8 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
         dir=d,
         meta=meta,
         sessions=sessions,
-        words=_words_frame(words, sessions, len(all_sessions)),
-        turns=_turns_frame(runlog.read_turns(d, len(all_sessions)), sessions, len(all_sessions)),
+        words=_words_frame(words, sessions, lines),
+        turns=_turns_frame(runlog.read_turns(d, lines), sessions, lines),
         send_lag=send_lag,
         gpu=_window(_read_csv(d / runlog.GPU, runlog.GPU_DTYPES, notes, runlog.GPU_ADDED), lo, hi),
         server=_window(_read_csv(d / runlog.SERVER, runlog.SERVER_DTYPES, notes), lo, hi),
@@ -104,23 +114,26 @@ def load_run(run_dir: str | Path, since: float | None = None, until: float | Non
 
 
 def window(run: RunData, lo: float, hi: float) -> RunData:
-    """The part of a loaded run in [lo, hi): sessions that started in it and their words (without arrival times:
-    a window is summarised, not plotted), the send lags and telemetry sampled in it."""
-    s = run.sessions
-    keep = ((s["started_at"] >= lo) & (s["started_at"] < hi)).to_numpy()
-    new_row = np.cumsum(keep) - 1
+    """The part of a loaded run in [lo, hi): sessions that started in it and their words (slices of the run's:
+    only the words' session rows are renumbered), the send lags and telemetry sampled in it."""
+    rows = _started_in(run.sessions, lo, hi)
     srow = run.words["srow"].to_numpy()
-    wkeep = keep[srow]
-    words = pd.DataFrame({"lag_ms": run.words["lag_ms"].to_numpy()[wkeep],
-                          "end_lag_ms": run.words["end_lag_ms"].to_numpy()[wkeep],
-                          "srow": new_row[srow[wkeep]].astype(np.int32)}, copy=False)
-    turns = run.turns[keep[run.turns["srow"].to_numpy()]]
-    turns = turns.assign(srow=new_row[turns["srow"].to_numpy()].astype(np.int32))
-    return RunData(dir=run.dir, meta=run.meta, sessions=s[keep].reset_index(drop=True), words=words, turns=turns,
-                   send_lag=run.send_lag.window(lo, hi), gpu=_window(run.gpu, lo, hi),
+    wa, wb = np.searchsorted(srow, [rows.start, rows.stop])  # words are in their sessions' row order
+    words = run.words.iloc[wa:wb].reset_index(drop=True).assign(srow=srow[wa:wb] - np.int32(rows.start))
+    tsrow = run.turns["srow"].to_numpy()
+    turns = run.turns[(tsrow >= rows.start) & (tsrow < rows.stop)]
+    turns = turns.assign(srow=turns["srow"].to_numpy() - np.int32(rows.start))
+    return RunData(dir=run.dir, meta=run.meta, sessions=run.sessions.iloc[rows].reset_index(drop=True), words=words,
+                   turns=turns, send_lag=run.send_lag.window(lo, hi), gpu=_window(run.gpu, lo, hi),
                    server=_window(run.server, lo, hi), server_metrics=_window(run.server_metrics, lo, hi),
                    start=max(run.start, lo), end=max(min(run.end, hi), lo),
                    notes=run.notes)
+
+
+def _started_in(sessions: pd.DataFrame, lo: float, hi: float) -> slice:
+    """The rows of sessions in start order that started in [lo, hi)."""
+    a, b = np.searchsorted(sessions["started_at"].to_numpy(), [lo, hi])
+    return slice(int(a), int(b))
 
 
 # The sessions.jsonl columns the report reads. Repeated strings become categoricals: millions of rows, few values.
@@ -128,6 +141,16 @@ SESSION_COLUMNS = ("target", "sample", "outcome", "transcript", "started_at", "e
                    "words")
 CATEGORIES = ("target", "sample", "outcome", "transcript")
 OPEN_LOOP_COLUMNS = ("due_at", *ARRIVAL_FIELDS)
+
+
+def _all_sessions(d: Path, meta: dict, legacy: bool) -> pd.DataFrame:
+    """Every complete session line as a row: from sessions.bin where the run has one and it holds every column
+    the report reads, else from the JSON lines."""
+    # Open-loop runs also need each session's due time and lateness, which only the session lines hold.
+    open_loop = bool(meta.get("arrival_rate") or meta.get("capacity_model") == "open")
+    columns = SESSION_COLUMNS + (("session_id",) if legacy else ()) + (OPEN_LOOP_COLUMNS if open_loop else ())
+    numbers = None if legacy or open_loop else runlog.read_session_numbers(d)
+    return _sessions_frame(d, columns) if numbers is None else _sessions_from_numbers(d, numbers)
 
 
 def _sessions_frame(run_dir: Path, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -195,14 +218,47 @@ def _served_rows(sessions: pd.DataFrame, lines: int, line: np.ndarray) -> np.nda
     return row_of_line[line].astype(np.int32)
 
 
+ROW_CHUNK = 250_000  # sessions whose rows are written into the words' column at a time (~6 M words)
+
+
 def _words_frame(words: runlog.Words, sessions: pd.DataFrame, lines: int) -> pd.DataFrame:
-    """Words of the given (served) sessions only, each with the row of its session in `sessions`."""
-    srow = _served_rows(sessions, lines, words.line)
-    keep = srow >= 0
-    cols = {"lag_ms": words.lag_ms, "end_lag_ms": words.end_lag_ms, "t": words.t, "srow": srow}
-    if not keep.all():
-        cols = {k: v[keep] for k, v in cols.items()}
-    return pd.DataFrame(cols, copy=False)
+    """Words of the given (served) sessions only, in the sessions' row order (each session's words together, as
+    written), each with its session's row. Consumes `words`: a column is replaced by its reordered copy (one
+    column's worth of memory at a time), and the rows are written over the lines (4 bytes a word fewer)."""
+    if words.line.size and bool(np.any(words.line[1:] < words.line[:-1])):  # schema 1's words.csv: any order
+        by_line = np.argsort(words.line, kind="stable")
+        words = runlog.Words(words.line[by_line], words.t[by_line], words.lag_ms[by_line],
+                             words.end_lag_ms[by_line])
+    served = sessions["served"].to_numpy()
+    row_lines = sessions["line"].to_numpy()
+    per_line = np.bincount(words.line, minlength=lines + 1)
+    per_row = np.where(served, per_line[row_lines], 0)
+    row_first = np.cumsum(per_row) - per_row
+    # Word i of line l goes to i + shift[l]; the words of lines without a served row here are left out.
+    shift = np.zeros(lines + 1, dtype=np.int64)
+    shift[row_lines[served]] = row_first[served] - (np.cumsum(per_line) - per_line)[row_lines[served]]
+    kept = np.zeros(lines + 1, dtype=bool)
+    kept[row_lines[served]] = True
+    if not (kept[words.line].all() and not shift.any()):  # else they already are in row order (lines by start)
+        for name in ("t", "lag_ms", "end_lag_ms"):
+            setattr(words, name, _placed(getattr(words, name), words.line, shift, kept, int(per_row.sum())))
+    srow = words.line.view(np.int32)[: int(per_row.sum())]
+    for a in range(0, len(per_row), ROW_CHUNK):
+        counts = per_row[a: a + ROW_CHUNK]
+        srow[row_first[a]: row_first[a] + counts.sum()] = np.repeat(np.arange(a, a + counts.size, dtype=np.int32),
+                                                                    counts)
+    return pd.DataFrame({"lag_ms": words.lag_ms, "end_lag_ms": words.end_lag_ms, "t": words.t, "srow": srow},
+                        copy=False)
+
+
+def _placed(values: np.ndarray, line: np.ndarray, shift: np.ndarray, kept: np.ndarray, n: int) -> np.ndarray:
+    """`values` (one per word, in line order) moved to their places in row order, a chunk at a time."""
+    out = np.empty(n, dtype=values.dtype)
+    for a in range(0, line.size, runlog.WORD_CHUNK):
+        chunk = line[a: a + runlog.WORD_CHUNK]
+        keep = kept[chunk]
+        out[(np.arange(a, a + chunk.size) + shift[chunk])[keep]] = values[a: a + chunk.size][keep]
+    return out
 
 
 def _turns_frame(turns: np.ndarray, sessions: pd.DataFrame, lines: int) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from ..metricdefs import METRICS, SEND_LAG, Source
 from .bulk import sample_cdf
-from .load import RunData
+from .load import RunData, target_codes
 from .timeseries import TimeSeries, active_at, each_gpu
 
 CDF_POINTS = 2000
@@ -36,8 +36,7 @@ def latency_values(run: RunData) -> dict[str, dict[str, Curve]]:
     served_mask = run.sessions["served"].to_numpy()
     served = run.sessions[served_mask]
     fleet = len(run.targets) > 1
-    codes, names = pd.factorize(run.sessions["target"])  # integers: tens of millions of words compare cheaply
-    word_codes = codes[run.words["srow"].to_numpy()]
+    codes, word_codes, names = target_codes(run)  # integers: tens of millions of words compare cheaply
     out: dict[str, dict[str, tuple[Curve, int]]] = {}
     for metric in METRICS:
         if not metric.plot or metric.source not in (Source.SESSION, Source.WORD):

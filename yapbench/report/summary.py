@@ -18,7 +18,7 @@ import pandas as pd
 from .. import runlog
 from ..metricdefs import SESSION_METRICS, START_LAG, WORD_METRICS
 from ..metrics import NOT_ERRORS, summarize
-from .load import RunData, window
+from .load import RunData, target_codes, window
 from .openloop import GOOD, good_sessions, section_rates, traffic
 from .phases import GENERATOR_LAG_LIMIT_MS, Phase, phases_of, settle_of
 from .schema import (GPU_FIELDS, OUTCOMES, SCHEMA_VERSION, SEND_LAG_METRIC, START_LAG_METRIC, TARGETS, WER_BY_SAMPLE,
@@ -53,8 +53,7 @@ def summarize_data(run: RunData, by_target: bool = True) -> dict:
     p99 = summary[SEND_LAG_METRIC].get("p99")
     summary["generator_overloaded"] = p99 is not None and p99 > GENERATOR_LAG_LIMIT_MS
     if by_target and len(run.targets) > 1:
-        codes, names = pd.factorize(sessions["target"])
-        word_codes = codes[words["srow"].to_numpy()]
+        codes, word_codes, names = target_codes(run)
         word_values = words[list(WORD_METRICS.values())]  # the columns a section reads: smaller copies per target
         turn_codes = codes[run.turns["srow"].to_numpy()]
         summary[TARGETS] = {
