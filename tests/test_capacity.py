@@ -74,7 +74,12 @@ def test_conversations_are_answered_in_conversations_and_in_streams(ref_server, 
     """Each user holds one conversation (one slot through its pauses), which speaks only part of the time; a
     per-turn SLO is judged at the level. (One level: where rejections start is test_rejections_start_above_...'s.)"""
     server = ref_server(batch_size=4, step_ms=1)
-    proc = run_capacity(server, tmp_path / "cap", "--start", "4", "--max-users", "4",
+    streams = tmp_path / "streams"  # an earlier search of back-to-back speech on this server, shown beside
+    streams.mkdir()
+    (streams / "capacity.json").write_text(json.dumps({
+        "capacity": 4, "limit": "rejections", "resolution": 1, "first_bad_users": 5, "broken_first": ["rejections"],
+        "levels": [], "slos": ["first_word.p95<=5000ms"], "per_target": {}}))
+    proc = run_capacity(server, tmp_path / "cap", "--start", "4", "--max-users", "4", "--beside", str(streams),
                         "--conversation", "turns=2,pause=2s", "--slo", "end_of_turn_detect.max<=2s")
     assert proc.returncode == 0, proc.stdout + "\n".join(ln for ln in proc.stderr.splitlines() if "capacity" in ln)
     answer = json.loads((tmp_path / "cap" / "capacity.json").read_text())
@@ -85,8 +90,18 @@ def test_conversations_are_answered_in_conversations_and_in_streams(ref_server, 
     assert answer["levels"][0]["values"]["end_of_turn_detect.max"] is not None
     assert "capacity: at least 4 concurrent conversations: every SLO held" in proc.stdout
     assert f"In streams: 4 held open, about {answer['speech_streams']:g} of them speaking at once" in proc.stdout
+    beside = f"beside it, {streams}: 4 real-time streams hold every SLO (resolution 1); at 5 streams: rejections"
+    assert beside in proc.stdout
     html = (tmp_path / "cap" / "report.html").read_text(encoding="utf-8")
-    assert "<th>conversations</th>" in html and "In streams: 4 held open" in html
+    assert "<th>conversations</th>" in html and "In streams: 4 held open" in html and beside in html
+
+
+def test_beside_an_unreadable_run_is_exit_2_naming_the_file(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "yapbench.cli", "capacity", "--host", "127.0.0.1:9",
+                           "--beside", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "c")],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2 and f"{tmp_path / 'nowhere' / 'capacity.json'}" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_unusable_slo_is_exit_2_before_any_load(tmp_path):

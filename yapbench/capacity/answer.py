@@ -8,7 +8,28 @@ def answer_lines(answer: dict) -> list[str]:
     for url, t in answer.get("per_target", {}).items():
         held = t["capacity_streams"] if t["capacity_streams"] is not None else "no level"
         lines.append(f"  {url}: {held} streams held every SLO; above it: {', '.join(t['broken_first']) or 'nothing'}")
+    beside = answer.get("beside")
+    if beside:
+        lines.append(f"beside it, {beside['run_dir']}: " + one_line(beside["answer"]).removeprefix("capacity: "))
     return lines
+
+
+def beside_answer(run_dir: str) -> dict:
+    """--beside: another `yapbench capacity` run's answer (capacity.json), to be shown with this one's: typically
+    back-to-back speech beside conversations on the same server. Raises ValueError naming the file."""
+    import json
+    from pathlib import Path
+
+    from . import CAPACITY_JSON
+
+    path = Path(run_dir) / CAPACITY_JSON
+    try:
+        answer = json.loads(path.read_text(encoding="utf-8"))
+        one_line(answer)  # has what a line needs
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--beside {run_dir}: {path} is not a capacity answer ({exc})") from None
+    answer.pop("beside", None)  # one level of comparison, not a chain
+    return {"run_dir": str(run_dir), "answer": {k: v for k, v in answer.items() if k != "levels"}}
 
 
 def one_line(answer: dict) -> str:

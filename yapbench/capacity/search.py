@@ -31,6 +31,7 @@ class SearchSpec:
     max_windows: int = 6
     stop_on_rejection: bool = True
     conversation: str = ""  # --conversation as typed: each user holds a conversation, the answer is in those
+    beside: dict | None = None  # --beside: another capacity run's answer on the same server, shown with this one
 
     def __post_init__(self) -> None:
         if self.start < 1 or self.max_users < self.start:
@@ -168,6 +169,7 @@ class CapacitySearch:
             "levels": [lv.as_dict(self.spec.stop_on_rejection) for lv in sorted(self.levels, key=lambda lv: lv.users)],
             "slos": list(self.spec.slos),
             "per_target": self.per_target(),
+            "beside": self.spec.beside,
         }
 
 

@@ -32,6 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stable-windows", type=int, default=3, help="windows that must agree (default 3)")
     parser.add_argument("--tolerance", type=float, default=0.10, help="relative agreement of those windows (0.10)")
     parser.add_argument("--max-windows", type=int, default=6, help="give up waiting for stability after this many")
+    parser.add_argument("--beside", metavar="RUN_DIR", default="",
+                        help="another yapbench capacity run directory on the same server (e.g. back-to-back speech "
+                             "beside --conversation): its answer is printed and reported with this one")
     parser.add_argument("--allow-rejections", action="store_true",
                         help="do not stop at the first capacity rejection (judge by the SLOs only)")
     parser.add_argument("--pause", type=float, default=0.25,
@@ -58,15 +61,19 @@ def main(args: argparse.Namespace) -> int:
         from .capacity_open import run_open
 
         return run_open(args)
+    from ..capacity.answer import answer_lines, beside_answer
+
     slos = tuple(args.slo) or DEFAULT_SLOS
     for s in slos:
         parse_condition(s)  # a typo fails now, not after minutes of load
     try:
+        beside = beside_answer(args.beside) if args.beside else None
         spec = SearchSpec(slos=slos, start=args.start, factor=args.factor, max_users=args.max_users,
                           resolution=args.resolution, window_s=args.window,
                           settle_s=args.window if args.settle is None else args.settle,
                           stable_windows=args.stable_windows, tolerance=args.tolerance, max_windows=args.max_windows,
-                          stop_on_rejection=not args.allow_rejections, conversation=args.conversation or "")
+                          stop_on_rejection=not args.allow_rejections, conversation=args.conversation or "",
+                          beside=beside)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     run_dir = Path(args.run_dir or default_run_dir())
@@ -82,7 +89,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"yapbench capacity: the load ended (exit {code}) before any level was measured", file=sys.stderr)
         return 2
     answer = json.loads(answer_path.read_text(encoding="utf-8"))
-    from ..capacity.answer import answer_lines
     from ..capacity.plot import CAPACITY_PNG
 
     print(f"capacity curve: {run_dir / CAPACITY_PNG} (and in {run_dir / 'report.html'})")
