@@ -10,10 +10,8 @@ Frames are pre-built, masked WebSocket frames shared by every stream of a clip; 
 `send()` of bytes that already exist. Times come from `time.perf_counter()`, converted to epoch seconds once.
 
 Masking keys: every frame of a clip has its own random key, drawn once when the corpus is built, and every stream
-of the process sends those same bytes. RFC 6455 section 5.3 asks a client for a fresh key per frame, against a
-hostile web page steering chosen bytes through an intermediary's cache; a load generator streaming recorded
-speech to a server under test has no such page, and masking each frame afresh costs about 23 us (measured on the
-2-vCPU VM): 43 % of a core at 1,500 real-time streams, the whole budget of a worker process.
+of the process sends those same bytes, a deliberate deviation from RFC 6455 section 5.3 (a fresh key per frame);
+why, and what a fresh key would cost (benchmarks/mask_cost.py), is in docs/loadgen.md, "Masking keys".
 """
 
 from __future__ import annotations
@@ -186,12 +184,13 @@ class Stream:
                 self.pending.popleft()
                 if index >= 0:
                     self.send_perf[index] = time.perf_counter()
+            self.streamer._unwatch_writable(self)
         except BlockingIOError:
             return
         except OSError as exc:
             self.finish(Outcome.DISCONNECTED, f"send failed: {exc}")
-            return
-        self.streamer._unwatch_writable(self)
+        except Exception as exc:  # a bug must end one stream, not escape into the hub
+            self.finish(Outcome.PROTOCOL_ERROR, f"internal error: {exc!r}")
 
     def send_due(self, now: float) -> float | None:
         """Send every speech frame whose deadline has passed; return the next deadline (None when all sent)."""
@@ -232,26 +231,29 @@ class Stream:
     # -- receiving --------------------------------------------------------------------------------------------
 
     def on_readable(self) -> None:
+        # Called by the hub for every message that arrives (the watcher calls this method directly: one Python
+        # call per message, not two), so it guards itself: a bug must end one stream, not escape into the hub.
         buf, view = _RECV_BUFFER
-        while self.phase != Phase.DONE:
-            try:
+        try:
+            while self.phase != Phase.DONE:
                 n = self.sock.recv_into(buf, RECV_BYTES)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self.finish(Outcome.DISCONNECTED, f"connection reset: {exc}")
-                return
-            if not n:
-                self.finish(Outcome.DISCONNECTED, "server closed the connection without a close frame")
-                return
-            now = time.perf_counter()
-            if (n == buf[1] + 2 and buf[0] == 0x82 and not self.decode_steps and not self.reader.pending
-                    and buf.startswith(_STEP_PAYLOAD, _STEP_PAYLOAD_AT, n)):
-                self._on_step(now)  # the common case: exactly one Step frame arrived
-            else:
-                self._feed(view[:n], now)
-            if n < RECV_BYTES:
-                return  # drained: the watcher calls again when more arrives (saves a failing recv per wake-up)
+                if not n:
+                    self.finish(Outcome.DISCONNECTED, "server closed the connection without a close frame")
+                    return
+                now = time.perf_counter()
+                if (n == buf[1] + 2 and buf[0] == 0x82 and not self.decode_steps and not self.reader.pending
+                        and buf.startswith(_STEP_PAYLOAD, _STEP_PAYLOAD_AT, n)):
+                    self._on_step(now)  # the common case: exactly one Step frame arrived
+                else:
+                    self._feed(view[:n], now)
+                if n < RECV_BYTES:
+                    return  # drained: the watcher calls again when more arrives (saves a failing recv per wake-up)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.finish(Outcome.DISCONNECTED, f"connection reset: {exc}")
+        except Exception as exc:
+            self.finish(Outcome.PROTOCOL_ERROR, f"internal error: {exc!r}")
 
     def receive(self, data: bytes) -> None:
         """Bytes that arrived before the stream was handed over (read together with the upgrade's reply)."""
@@ -457,7 +459,7 @@ class Streamer:
         """Start receiving for a freshly upgraded connection (non-blocking socket)."""
         stream._streamer = self
         stream._read_watcher = self.loop.io(stream.sock.fileno(), 1)
-        stream._read_watcher.start(_guarded, stream, stream.on_readable)
+        stream._read_watcher.start(stream.on_readable)
         self.active += 1
 
     def _schedule(self, stream: Stream, at: float) -> None:
@@ -489,7 +491,7 @@ class Streamer:
     def _watch_writable(self, stream: Stream) -> None:
         if stream._write_watcher is None:
             stream._write_watcher = self.loop.io(stream.sock.fileno(), 2)
-            stream._write_watcher.start(_guarded, stream, stream.on_writable)
+            stream._write_watcher.start(stream.on_writable)
 
     def _unwatch_writable(self, stream: Stream) -> None:
         if stream._write_watcher is not None:
@@ -515,10 +517,3 @@ def _silence_burst(silence: bytes, frames: int) -> bytes:
 # One receive buffer per process: every callback runs to completion in the hub, and FrameReader copies what it keeps.
 _RECV_BYTEARRAY = bytearray(RECV_BYTES)
 _RECV_BUFFER = (_RECV_BYTEARRAY, memoryview(_RECV_BYTEARRAY))
-
-
-def _guarded(stream: Stream, callback: Callable[[], None]) -> None:
-    try:
-        callback()
-    except Exception as exc:  # never let one stream's bug escape into the hub
-        stream.finish(Outcome.PROTOCOL_ERROR, f"internal error: {exc!r}")
