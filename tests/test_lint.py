@@ -1,6 +1,5 @@
-"""The code keeps its style: ruff, configured in pyproject.toml, finds nothing. Part of the suite so that every full
-run (and `make check`) sees a finding, not only CI. mypy runs in `make check` / `make lint` too, not yet gating: see
-the Makefile."""
+"""The code keeps its style and its types: ruff and mypy, configured in pyproject.toml, find nothing. Part of the
+suite so that every full run (and `make check`) sees a finding, not only CI."""
 
 from __future__ import annotations
 
@@ -17,4 +16,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def test_ruff_finds_nothing():
     proc = run("ruff", "check", "--output-format", "concise", ".")
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+
+
+def test_mypy_finds_nothing():
+    proc = run("mypy")  # files and settings: pyproject.toml's [tool.mypy]
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]

@@ -415,7 +415,7 @@ def check_run(run_dir: str | Path, gates: str | Path | None = None, conditions: 
     summary = load_summary(run_dir)
     base = load_summary(baseline) if baseline else None
     significance = None
-    if base is not None and Path(run_dir).is_dir() and Path(baseline).is_dir():
+    if baseline and Path(run_dir).is_dir() and Path(baseline).is_dir():  # as `base`: a baseline was given
         from .uncertainty import significance_between
 
         significance = significance_between(run_dir, baseline)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from typing import Callable
+from wsgiref.simple_server import WSGIServer
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -75,7 +76,7 @@ class LoadMetrics(Collector):
         self.send_lag = BulkHistogram(SEND_LAG_BUCKETS)
         self._recent_lags: deque[tuple[float, np.ndarray]] = deque()  # (arrival, lags in s) for the overload gauge
 
-    def add(self, batch: Batch) -> None:
+    def add(self, batch: list[Batch]) -> None:
         now = self._clock()
         with self._lock:
             for record, words, send_lag in batch:
@@ -142,7 +143,7 @@ class LoadMetrics(Collector):
         yield from families
 
 
-def serve(metrics: LoadMetrics, port: int, addr: str = "") -> tuple[object, object]:
+def serve(metrics: LoadMetrics, port: int, addr: str = "") -> tuple[WSGIServer, threading.Thread]:
     """An HTTP server for /metrics on `port` (all interfaces unless `addr`); returns (server, thread) to shut it
     down. OSError when the port is taken."""
     from prometheus_client import start_http_server

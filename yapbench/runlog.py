@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import GenericAlias
 from typing import Iterable, Iterator, Sequence
 
 import msgspec
@@ -77,6 +78,13 @@ SESSION_BIN_DTYPE = np.dtype([
 SESSION_BIN_STRINGS = ("target", "sample", "outcome", "transcript")
 
 
+def fields_of(dtype: np.dtype) -> tuple[str, ...]:
+    """A record dtype's field names (numpy types them as optional: a plain dtype has none)."""
+    if dtype.names is None:
+        raise TypeError(f"{dtype} is not a record dtype")
+    return dtype.names
+
+
 def string_hash(value: str | None) -> int:
     """sessions.bin's hash of a string: the first 8 bytes of its BLAKE2b digest, little-endian; 0 for null."""
     if value is None:
@@ -108,7 +116,7 @@ GPU_DTYPES = {"t": "float64", "host": "string", "gpu": "int64", "name": "string"
               "sm_clock_mhz": "float64"}
 SERVER_DTYPES = {"t": "float64", "target": "string", "used_slots": "float64", "total_slots": "float64"}
 # Columns a file written by an older yapbench may lack, and the value they read as.
-GPU_ADDED = {"host": ""}  # gpu.csv before the host column: every GPU on one host
+GPU_ADDED: dict[str, object] = {"host": ""}  # gpu.csv before the host column: every GPU on one host
 # the servers' Prometheus /metrics per scrape interval (yapbench.servermetrics, docs/telemetry.md)
 SERVER_METRICS_COLUMNS = ("t", "target", "open_channels", "connects", "steps", "step_mean_ms", "step_p50_ms",
                           "step_p99_ms", "slow_steps", "closed", "closed_mean_steps")
@@ -271,7 +279,7 @@ def session_numbers(records: list[dict], lengths: list[int]) -> np.ndarray:
     out["length"] = lengths
     out["offset"] = np.cumsum(lengths) - out["length"]
     nan = float("nan")
-    for name in SESSION_BIN_DTYPE.names[2:]:
+    for name in fields_of(SESSION_BIN_DTYPE)[2:]:
         if name in SESSION_BIN_STRINGS:
             out[name] = [string_hash(r.get(name)) for r in records]
         else:
@@ -289,7 +297,7 @@ def turn_records(records: list[dict]) -> np.ndarray:
         return out
     out["session"], out["idx"], out["end_of_turn_signal"] = zip(*((i, k, signal) for i, k, signal, _ in rows))
     nan = float("nan")
-    for name in TURN_DTYPE.names[3:]:
+    for name in fields_of(TURN_DTYPE)[3:]:
         out[name] = [nan if t.get(name) is None else t[name] for *_, t in rows]
     return out
 
@@ -401,7 +409,7 @@ def decode_session_block(run_dir: str | Path, start: int, end: int, columns: Seq
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
-    records = _decode_lines(path, data, msgspec.json.Decoder(list[struct]), start)
+    records = _decode_lines(path, data, msgspec.json.Decoder(GenericAlias(list, (struct,))), start)  # list[struct]
     return [list(c) for c in zip(*map(msgspec.structs.astuple, records))] if records else [[] for _ in columns]
 
 

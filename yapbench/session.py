@@ -289,10 +289,11 @@ def _turn_timings(s: Stream, sent: np.ndarray, t_started: float) -> list[TurnTim
             t.end_s = end - t_started
             if words:
                 t.end_ms = (words[-1][2] - end) * 1000.0
-            if s.eot_recv[k] is not None:
-                t.end_of_turn_ms = (s.eot_recv[k] - end) * 1000.0
-            if s.turn_flush_recv[k] is not None:
-                t.flush_ms = (s.turn_flush_recv[k] - end) * 1000.0
+            eot, flushed = s.eot_recv[k], s.turn_flush_recv[k]
+            if eot is not None:
+                t.end_of_turn_ms = (eot - end) * 1000.0
+            if flushed is not None:
+                t.flush_ms = (flushed - end) * 1000.0
         out.append(t)
     return out
 

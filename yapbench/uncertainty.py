@@ -223,4 +223,5 @@ def difference(base: np.ndarray | None, other: np.ndarray | None, confidence: fl
 
 def send_lag_values(run: RunData) -> np.ndarray:
     """The raw per-frame send lags; none when the run kept only the histogram (more frames than the raw file holds)."""
-    return run.send_lag.raw["lag_ms"].astype(np.float64) if run.send_lag.exact else np.zeros(0)
+    raw = run.send_lag.raw
+    return raw["lag_ms"].astype(np.float64) if raw is not None else np.zeros(0)

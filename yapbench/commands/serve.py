@@ -114,10 +114,11 @@ def run_loop(main, allow_uvloop: bool = True):  # type: ignore[no-untyped-def]
     written), else asyncio's own loop; the server behaves the same on both."""
     import asyncio
 
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None
-    if uvloop is None or not allow_uvloop:
-        return asyncio.run(main)
-    return uvloop.run(main)
+    if allow_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)

@@ -197,6 +197,7 @@ def _on_test_start(environment: Environment, **_kw) -> None:
 
 def _write_goodput_meta(rec, text: str) -> None:
     """The objectives as records in run.json, for the report; from the web UI form they are first checked here."""
+    meta: dict[str, object]
     try:
         meta = {"goodput": [o.record() for o in parse_objectives(text)], "goodput_error": None}
     except UserError as exc:

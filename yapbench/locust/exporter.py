@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+from wsgiref.simple_server import WSGIServer
 
 from locust import events
 from locust.env import Environment
@@ -16,7 +18,7 @@ from locust.runners import WorkerRunner
 from .recorder import recorder_for
 
 log = logging.getLogger("yapbench")
-_servers: dict[int, tuple[object, object]] = {}
+_servers: dict[int, tuple[WSGIServer, threading.Thread]] = {}
 
 
 @events.init.add_listener

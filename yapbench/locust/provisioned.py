@@ -78,7 +78,8 @@ def remote_metrics_fetchers(opts, targets: list[str]) -> tuple[dict[str, Fetch],
             continue
         executors.append(executor)
         for target in mine:
-            fetchers[target] = _channel_fetch(executor, host.tunnel_addr, urlsplit(target).port, host.name)
+            port = urlsplit(target).port or 80  # the default of ws://, as the sessions connect
+            fetchers[target] = _channel_fetch(executor, host.tunnel_addr, port, host.name)
     return fetchers, executors
 
 

@@ -8,26 +8,28 @@ A target without /metrics is not an error: the log says why once at the end, and
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from locust import events
 from locust.env import Environment
 
-from ..servermetrics import MetricsScraper
+from ..servermetrics import Fetch, MetricsScraper
 from .recorder import recorder_for, run_dir_of
 
 log = logging.getLogger("yapbench")
 
 
 class ServerTelemetry:
-    def __init__(self, environment: Environment) -> None:
-        opts = environment.parsed_options
-        targets = recorder_for(environment).targets  # refreshed by the recorder's own test_start listener
-        fetchers, self._executors = {}, []
-        if opts.provision:
+    def __init__(self, environment: Environment, run_dir: Path) -> None:
+        rec = recorder_for(environment)
+        targets = rec.targets  # refreshed by the recorder's own test_start listener
+        fetchers: dict[str, Fetch] = {}
+        self._executors: list = []
+        if rec.opts.provision:
             from .provisioned import remote_metrics_fetchers
 
-            fetchers, self._executors = remote_metrics_fetchers(opts, targets)
-        self.scraper = MetricsScraper(targets, run_dir_of(environment), fetchers=fetchers)
+            fetchers, self._executors = remote_metrics_fetchers(rec.opts, targets)
+        self.scraper = MetricsScraper(targets, run_dir, fetchers=fetchers)
         self.scraper.start()
 
     def stop(self) -> None:
@@ -43,12 +45,13 @@ _running: dict[int, ServerTelemetry] = {}
 
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_kw) -> None:
-    if run_dir_of(environment) is None:
+    run_dir = run_dir_of(environment)
+    if run_dir is None:
         return  # a worker (the master scrapes), or a Locust run without yapbench's options
     previous = _running.pop(id(environment), None)
     if previous is not None:
         previous.stop()
-    _running[id(environment)] = ServerTelemetry(environment)
+    _running[id(environment)] = ServerTelemetry(environment, run_dir)
 
 
 @events.test_stop.add_listener

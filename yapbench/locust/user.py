@@ -69,7 +69,7 @@ class SttUser(User):
                 return
         if self.recorder.stopping:
             # The load is stopping: Locust's kill may still be on its way to this user, start nothing
-            if due is not None:
+            if clock is not None and due is not None:
                 clock.drop(due, "the load was stopping when it was due")
             return
         corpus = self.recorder.corpus

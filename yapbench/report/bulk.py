@@ -23,9 +23,9 @@ def binned_quantiles(t: np.ndarray, buckets: np.ndarray, bin_s: float, qs: dict[
         grid += np.bincount(b * loghist.BUCKETS + buckets[a: a + loghist.CHUNK],
                             weights=None if weights is None else weights[a: a + loghist.CHUNK],
                             minlength=grid.size)
-    grid = grid.reshape(n_bins, loghist.BUCKETS)
-    keep = grid.sum(axis=1) > 0
-    values = loghist.quantiles(grid[keep], list(qs.values()))
+    per_bin = grid.reshape(n_bins, loghist.BUCKETS)
+    keep = per_bin.sum(axis=1) > 0
+    values = loghist.quantiles(per_bin[keep], list(qs.values()))
     return pd.DataFrame(values, columns=list(qs), index=(np.arange(n_bins)[keep] + lo) * bin_s)
 
 

@@ -265,7 +265,7 @@ def _turns_frame(turns: np.ndarray, sessions: pd.DataFrame, lines: int) -> pd.Da
     """Turns of the given (served) sessions only, each with the row of its session in `sessions`."""
     srow = _served_rows(sessions, lines, turns["session"])
     keep = srow >= 0
-    cols = {name: turns[name][keep] for name in runlog.TURN_DTYPE.names[1:]}
+    cols = {name: turns[name][keep] for name in runlog.fields_of(runlog.TURN_DTYPE)[1:]}
     return pd.DataFrame({**cols, "srow": srow[keep]}, copy=False)
 
 

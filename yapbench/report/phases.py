@@ -57,7 +57,10 @@ def settle_of(meta: dict, settle_s: float | None) -> float:
 
 
 def _float(v: object) -> float | None:
+    """A number of run.json, None when absent or not a number."""
+    if not isinstance(v, (int, float, str)):
+        return None
     try:
-        return float(v) if v is not None else None
-    except (TypeError, ValueError):
+        return float(v)
+    except ValueError:
         return None

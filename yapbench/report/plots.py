@@ -29,15 +29,16 @@ def _save(fig: Figure, out_dir: Path, name: str) -> str:
 
 
 Curve = tuple[np.ndarray, np.ndarray]  # x, fraction <= x
+Cdfs = dict[str, dict[str, tuple[Curve, int]]]  # metric -> label -> (CDF curve, number of values)
 
 
-def latency_values(run: RunData) -> dict[str, dict[str, Curve]]:
+def latency_values(run: RunData) -> Cdfs:
     """metric -> label (target, or "all") -> (CDF curve, number of values) of served sessions."""
     served_mask = run.sessions["served"].to_numpy()
     served = run.sessions[served_mask]
     fleet = len(run.targets) > 1
     codes, word_codes, names = target_codes(run)  # integers: tens of millions of words compare cheaply
-    out: dict[str, dict[str, tuple[Curve, int]]] = {}
+    out: Cdfs = {}
     for metric in METRICS:
         if not metric.plot or metric.source not in (Source.SESSION, Source.WORD):
             continue
@@ -53,7 +54,7 @@ def latency_values(run: RunData) -> dict[str, dict[str, Curve]]:
     return out
 
 
-def latency_cdfs(values: dict[str, dict[str, tuple[Curve, int]]], out_dir: Path,
+def latency_cdfs(values: Cdfs, out_dir: Path,
                  name: str = "latency_cdf.png") -> str | None:
     if not values:
         return None
@@ -64,7 +65,7 @@ def latency_cdfs(values: dict[str, dict[str, tuple[Curve, int]]], out_dir: Path,
         hi = 0.0
         for label, ((x, y), n) in groups.items():
             ax.plot(x, y, label=f"{label} (n={n:,})", drawstyle="steps-post")
-            hi = max(hi, float(x[min(np.searchsorted(y, 0.999), x.size - 1)]))
+            hi = max(hi, float(x[min(int(np.searchsorted(y, 0.999)), x.size - 1)]))
         # The x range stops at p99.9: one stray second-long value would otherwise flatten every curve.
         ax.set_xlim(left=min(0.0, ax.get_xlim()[0]), right=hi * 1.05 if hi > 0 else None)
         ax.set_title(f"{metric} (ms)")

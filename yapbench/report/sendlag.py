@@ -29,34 +29,42 @@ class SendLag:
         return self.raw is not None
 
     @property
+    def _hist(self) -> np.ndarray:
+        """The histogram, for the branches without raw values (one of the two is always there)."""
+        if self.hist is None:
+            raise ValueError("SendLag holds neither raw values nor a histogram")
+        return self.hist
+
+    @property
     def size(self) -> int:
-        return int(self.raw.size if self.raw is not None else self.hist["count"].sum(dtype=np.int64))
+        return int(self.raw.size if self.raw is not None else self._hist["count"].sum(dtype=np.int64))
 
     def window(self, lo: float, hi: float) -> "SendLag":
         """Frames sent in [lo, hi) (epoch seconds); the histogram keeps whole seconds that start in it."""
         if self.raw is not None:
             return SendLag(self.raw[(self.raw["t"] >= lo) & (self.raw["t"] < hi)], None)
-        t = self.hist["t"].astype(np.float64)
-        return SendLag(None, self.hist[(t >= np.floor(lo)) & (t < hi)])
+        t = self._hist["t"].astype(np.float64)
+        return SendLag(None, self._hist[(t >= np.floor(lo)) & (t < hi)])
 
     def counts(self) -> np.ndarray:
         """Bucket counts of all frames (raw values are bucketed on the fly)."""
         if self.raw is not None:
             return np.bincount(loghist.bucket_of(self.raw["lag_ms"]), minlength=loghist.BUCKETS)
-        return np.bincount(self.hist["bucket"], weights=self.hist["count"], minlength=loghist.BUCKETS)
+        return np.bincount(self._hist["bucket"], weights=self._hist["count"], minlength=loghist.BUCKETS)
 
     def stats(self) -> dict:
         """summary.json's send_lag: count, min, mean, max, percentiles, and `exact` (false: estimates within 1 %)."""
         if self.raw is not None:
-            out = summarize(self.raw["lag_ms"])
+            figures = summarize(self.raw["lag_ms"])
         else:
             c = self.counts()
-            if not c.sum():
+            mean = loghist.mean(c)
+            if mean is None:  # no frames
                 return {"count": 0, "exact": False}
             qs = loghist.quantiles(c, [0.0, 0.5, 0.9, 0.95, 0.99, 1.0])
-            out = {"count": float(c.sum()), "min": qs[0], "mean": loghist.mean(c), "max": qs[5],
-                   "p50": qs[1], "p90": qs[2], "p95": qs[3], "p99": qs[4]}
-        out = {k: float(v) for k, v in out.items()}
+            figures = {"count": float(c.sum()), "min": qs[0], "mean": mean, "max": qs[5],
+                       "p50": qs[1], "p90": qs[2], "p95": qs[3], "p99": qs[4]}
+        out: dict = {k: float(v) for k, v in figures.items()}
         out["count"] = int(out.get("count", 0))
         out["exact"] = self.exact
         return out
@@ -72,7 +80,7 @@ class SendLag:
         if self.raw is not None:
             t, buckets, weights = self.raw["t"], loghist.bucket_of(self.raw["lag_ms"]), None
         else:
-            t, buckets, weights = self.hist["t"].astype(np.float64), self.hist["bucket"], self.hist["count"]
+            t, buckets, weights = self._hist["t"].astype(np.float64), self._hist["bucket"], self._hist["count"]
         return binned_quantiles(t - start, buckets, bin_s, qs, weights)
 
     def cdf(self, points: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from ..metricdefs import METRICS, Source
 from .bulk import sample_cdf
 from .load import RunData
-from .plots import CDF_POINTS, DPI, Curve, latency_cdfs
+from .plots import CDF_POINTS, DPI, Cdfs, latency_cdfs
 
 TURN_CDF_PNG = "turn_cdf.png"
 TIMELINE_PNG = "conversation.png"
@@ -19,7 +19,7 @@ TIMELINE_PNG = "conversation.png"
 
 def turn_cdfs(run: RunData, out_dir: Path) -> str | None:
     """One CDF per turn metric that some turn observed (turn_flush only with flush=turn)."""
-    values: dict[str, dict[str, tuple[Curve, int]]] = {}
+    values: Cdfs = {}
     for metric in METRICS:
         if not metric.plot or metric.source != Source.TURN:
             continue

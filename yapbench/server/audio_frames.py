@@ -32,7 +32,7 @@ class _Layout:
         n = (length - _HEAD) // 5
         self.skip = length % 4
         buf = np.empty(length - self.skip, dtype=np.uint8)
-        self.bytes = memoryview(buf)
+        self.bytes = buf.data  # a memoryview of the buffer
         self.words = buf.view(np.uint32)
         self.head = buf[: _HEAD - self.skip]
         self.tags = np.ndarray((n,), np.uint8, buf, _HEAD - self.skip, (5,))
