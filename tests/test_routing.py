@@ -1,11 +1,47 @@
 """Sessions over a fleet: `--target-policy least_loaded` sends each new session to the target with the most free
-slots (its /api/modules_info), round_robin alternates. Real reference servers on loopback, of different sizes."""
+slots (its /api/modules_info), round_robin alternates. Real reference servers on loopback, of different sizes; the
+bookkeeping between two readings (yapbench.routing) on its own."""
 
 from __future__ import annotations
 
 import subprocess
 
 from test_locust_runs import REPO, locust_cmd, server_counts
+
+from yapbench.routing import LeastLoaded
+
+A, B = "ws://10.0.0.1:8080", "ws://10.0.0.2:8080"
+
+
+def test_an_ended_session_gives_its_slot_back_before_the_next_reading():
+    # A reading of A with 2 free slots, B with 1; every session ends before the next: A always has more room.
+    # (Counting starts only, the second session would see A and B level, and B, first in the list, would get it.)
+    routing, free = LeastLoaded(), {A: 2, B: 1}.get
+    picks = []
+    for _ in range(10):
+        picks.append(routing.pick([B, A], free, generation=1))
+        routing.ended(picks[-1], generation=1)
+    assert picks == [A] * 10
+
+
+def test_sessions_started_since_the_reading_fill_a_target_until_the_next_reading():
+    routing = LeastLoaded()
+    free = {A: 3, B: 1}.get
+    # A until it is down to B's room (level: the first in the list wins), then B
+    assert [routing.pick([A, B], free, 1) for _ in range(4)] == [A, A, A, B]
+    assert routing.pick([A, B], free, 1) == A  # both full (3 - 3, 1 - 1): the first in the list, now one over
+    routing.ended(A, 1)
+    routing.ended(A, 1)  # two of A's sessions ended: A has a free slot again, B none
+    assert routing.pick([A, B], free, 1) == A
+    # a new reading counts every session started or ended before it: the counts start over
+    assert routing.pick([A, B], {A: 0, B: 2}.get, 2) == B
+    assert routing.pick([A, B], {A: 2, B: 0}.get, 3) == A
+
+
+def test_a_target_without_a_reading_gets_a_session_only_when_none_has_one():
+    routing = LeastLoaded()
+    assert {routing.pick([A, B], {B: 0}.get, 1) for _ in range(5)} == {B}  # B full, but A's room is unknown
+    assert routing.pick([A, B], {}.get, 2) == A
 
 
 def fleet_run(ref_server, tmp_path, policy: str) -> tuple[dict, dict]:

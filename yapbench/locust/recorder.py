@@ -31,6 +31,7 @@ from ..gpu import GpuSampler
 from ..metrics import SessionResult
 from ..runlog import RunLog, default_run_dir, rows_of
 from ..options import conversation_spec, server_urls, session_config
+from ..routing import LeastLoaded
 from ..report.phases import SETTLE_KEY, SPAWNING_COMPLETE_KEY, STOPPING_KEY
 from ..samples import load_manifest, select
 from ..serverpoll import SlotPoller
@@ -74,8 +75,7 @@ class Recorder:
         self.conversation = conversation_spec(opts)
         self.policy = opts.target_policy
         self._next_target = 0
-        self._started_since_poll: dict[str, int] = {}
-        self._poll_generation = -1
+        self.routing = LeastLoaded()  # --target-policy least_loaded: its count of this process's sessions
         self.poller: SlotPoller | None = None
         self.remote_gpus: list = []
         self.worker_watch: WorkerWatch | None = None
@@ -110,6 +110,7 @@ class Recorder:
         if self.poller is not None:
             self.poller.stop()
         self.poller = None
+        self.routing = LeastLoaded()  # its counts are relative to the old poller's readings
         if not self.is_worker or self.policy == "least_loaded":
             self.poller = SlotPoller(self.targets, None if self.runlog is None else self.runlog.dir)
             self.poller.start()
@@ -120,17 +121,7 @@ class Recorder:
         """The target for a new session: round robin over --host's list, or the one with most free slots."""
         poller = self.poller
         if self.policy == "least_loaded" and poller is not None and poller.latest:
-            if poller.generation != self._poll_generation:
-                self._poll_generation = poller.generation
-                self._started_since_poll = {}
-
-            def headroom(t: str) -> int:
-                free = poller.free(t)
-                return (-1 << 30 if free is None else free) - self._started_since_poll.get(t, 0)
-
-            target = max(self.targets, key=headroom)
-            self._started_since_poll[target] = self._started_since_poll.get(target, 0) + 1
-            return target
+            return self.routing.pick(self.targets, poller.free, poller.generation)
         target = self.targets[self._next_target % len(self.targets)]
         self._next_target += 1
         return target
@@ -138,6 +129,8 @@ class Recorder:
     # -- records ----------------------------------------------------------------------------------------------
 
     def record(self, result: SessionResult) -> None:
+        if self.policy == "least_loaded" and self.poller is not None and result.target:
+            self.routing.ended(result.target, self.poller.generation)
         rows = rows_of(result)
         if self.is_worker:
             self.outbox.append(rows)
