@@ -486,8 +486,8 @@ def read_words(run_dir: str | Path, session_ids: Sequence[str], started_at: np.n
     while n < total:
         # Mapped, not read: each column is copied straight from the page cache (half the CPU of reading records
         # into a buffer first), and unmapped before the next chunk, so mapped pages never pile up in the RSS.
-        chunk = np.memmap(path, dtype=WORD_DTYPE, mode="r", offset=n * WORD_DTYPE.itemsize,
-                          shape=(min(WORD_CHUNK, total - n),))
+        chunk: np.ndarray = np.memmap(path, dtype=WORD_DTYPE, mode="r", offset=n * WORD_DTYPE.itemsize,
+                                      shape=(min(WORD_CHUNK, total - n),))
         keep = chunk["session"] < len(starts)
         complete = bool(keep.all())
         if not complete:
