@@ -12,9 +12,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Lint, types and the unit tests that need no server, SSH or browser: `make check` runs them (under a minute). A
 # new fast test file belongs here too.
 CHECK_TESTS := tests/test_lint.py tests/test_audio.py tests/test_gates.py tests/test_gates_slo.py \
-               tests/test_imports.py tests/test_metricdefs.py tests/test_options.py tests/test_protocol.py tests/test_provision_fabric.py \
-               tests/test_provision_plan.py tests/test_report_summary.py tests/test_report_wer.py \
-               tests/test_self_contained.py
+               tests/test_imports.py tests/test_metricdefs.py tests/test_options.py tests/test_protocol.py \
+               tests/test_provision_fabric.py tests/test_provision_plan.py tests/test_report_summary.py \
+               tests/test_report_wer.py tests/test_self_contained.py
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)"; exit 2; }
