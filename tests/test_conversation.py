@@ -159,6 +159,18 @@ def test_the_reference_pause_heads_are_low_in_speech_and_rise_through_silence(re
         assert (pause[:, :-1] >= pause[:, 1:]).all()  # a pause within 0.5 s is likelier than one within 3 s
 
 
+def test_a_last_pause_too_short_for_the_head_is_a_missed_end_not_one_found_in_the_flush(ref_server, pcm):
+    """The last turn's pause ends two frames before prs[2] would reach 0.5: the silence of the final flush, which
+    belongs to no turn, would cross it, and must not count as that turn's end."""
+    crossing = round(expected_end_of_turn_ms(pcm[SECOND]) / 1000 * SPEED / FRAME_SECONDS)  # frames after its end
+    clip = build_conversation([prepare_clip(name, frames) for name, frames in pcm.items()],
+                              [PAUSE_S, (crossing - 2) * FRAME_SECONDS])
+    r = run_session(SessionConfig(ref_server(step_ms=2).url, speed=SPEED), clip)
+    assert r.outcome == Outcome.OK and r.end_of_turn_signal is True, r.error
+    assert r.turns[0].end_of_turn_ms is not None and r.turns[1].end_of_turn_ms is None
+    assert r.turns[1].words > 0
+
+
 def test_a_server_without_steps_records_no_end_of_turn_signal(ref_server, two_turns):
     server = ref_server(config="config-stt-en-hf.toml", step_ms=2)  # stt-2.6b-en: no extra heads, no Steps
     r = run_session(SessionConfig(server.url, speed=SPEED), two_turns)

@@ -347,9 +347,9 @@ class Stream:
         """End-of-turn detection (docs/metrics.md): the server sends one Step per frame it processed, in order,
         so the Step count says which frame (speech of a turn, or the silence after it) the prediction is about."""
         above = self.eot.above(prs)
-        if above is None:
-            return
         frame = self.steps - 1
+        if above is None or frame >= self.clip.n_frames:
+            return  # past the last pause: the flush's silence is no part of any turn
         k = max(bisect.bisect_right(self.turn_starts, frame) - 1, 0)
         if frame < self.clip.turns[k].end:
             if above and not self._eot_above:
