@@ -229,3 +229,17 @@ def test_a_locust_run_of_conversations_records_summarizes_and_gates_the_turns(re
         assert sum("no end-of-turn signal" in note for note in summary["notes"]) == 1
         assert [r.name.split()[0] for r in verdict.failures] == ["end_of_turn_detect.max", "false_end_of_turn_rate"]
         assert all(r.value == "no data" for r in verdict.failures), verdict.table()
+
+
+def test_conversations_arrive_on_a_schedule_too(ref_server, tmp_path):
+    """The open loop (--arrival-rate): each arrival is a conversation, due on time, with its turns."""
+    cmd = locust_cmd(ref_server(step_ms=2).url, tmp_path, "--samples", f"{FIRST},{SECOND}", "--conversation",
+                     "turns=2,pause=2s", "--arrival-rate", "2", "--arrival", "constant", users=8, run_time="4s")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ok = [r for r in read_session_records(tmp_path) if r["outcome"] == "ok"]
+    assert len(ok) >= 4
+    assert all(r["due_at"] is not None and len(r["turns"]) == 2 and r["end_of_turn_signal"] for r in ok)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["end_of_turn_detect"]["count"] > 0 and summary["offered_erlangs"] > 0
+
