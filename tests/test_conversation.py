@@ -210,6 +210,7 @@ def test_a_locust_run_of_conversations_records_summarizes_and_gates_the_turns(re
     speech = sum(t["speech_s"] for r in ok for t in r["turns"])
     assert summary["speech_share"] == pytest.approx(speech / (speech + PAUSE_S * 2 * len(ok)), rel=0.1)
     assert summary["wer"] == 0  # each conversation scored against its turns' transcripts, in turn order
+    assert list(summary["wer_by_sample"]) == ["(conversations)"]
     gates = tmp_path / "gates.toml"
     gates.write_text('[[gate]]\ncondition = "end_of_turn_detect.max <= 2500ms"\n'
                      '[[gate]]\ncondition = "false_end_of_turn_rate == 0"\n'

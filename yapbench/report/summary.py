@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import runlog
 from ..metricdefs import SESSION_METRICS, START_LAG, WORD_METRICS
-from ..metrics import NOT_ERRORS, summarize
+from ..metrics import NOT_ERRORS, TURN_SEP, summarize
 from .load import RunData, target_codes, window
 from .openloop import GOOD, good_sessions, section_rates, traffic
 from .phases import GENERATOR_LAG_LIMIT_MS, Phase, phases_of, settle_of
@@ -25,6 +25,8 @@ from .schema import (GPU_FIELDS, OUTCOMES, SCHEMA_VERSION, SEND_LAG_METRIC, STAR
                      WER_SESSIONS_METRIC, ratio)
 from .turns import turn_notes, turn_section
 from .wer import references, score_sessions, with_conversations
+
+CONVERSATIONS = "(conversations)"  # wer_by_sample's entry for every conversation of more than one turn
 
 RUN_KEYS = ("run_id", "target", "targets", "users", "spawn_rate", "speed", "shape", "started_at", "ended_at",
             "command", "generator_host", "yapbench_version", "arrival_rate", "arrival", "arrival_start",
@@ -109,15 +111,15 @@ def _section(sessions: pd.DataFrame, words: pd.DataFrame, turns: pd.DataFrame, d
     out["wer"] = ratio(scored["wer_errors"].sum(), scored["wer_ref_words"].sum())
     out[WER_SESSIONS_METRIC] = stats(scored["wer_errors"] / scored["wer_ref_words"])
     by_sample = scored.groupby("sample")[["wer_errors", "wer_ref_words"]].agg(["sum", "count"])
-    out[WER_BY_SAMPLE] = {
-        str(name): {
-            "wer": ratio(row[("wer_errors", "sum")], row[("wer_ref_words", "sum")]),
-            "sessions": int(row[("wer_errors", "count")]),
-            "ref_words": int(row[("wer_ref_words", "sum")]),
-            "errors": int(row[("wer_errors", "sum")]),
-        }
-        for name, row in by_sample.iterrows()
-    }
+    # Conversations (samples drawn per turn) pool under one name: a bar per combination of turns says nothing.
+    pooled: dict[str, list[int]] = {}
+    for name, row in by_sample.iterrows():
+        acc = pooled.setdefault(CONVERSATIONS if TURN_SEP in str(name) else str(name), [0, 0, 0])
+        acc[0] += int(row[("wer_errors", "count")])
+        acc[1] += int(row[("wer_ref_words", "sum")])
+        acc[2] += int(row[("wer_errors", "sum")])
+    out[WER_BY_SAMPLE] = {name: {"wer": ratio(errors, ref_words), "sessions": n_scored, "ref_words": ref_words,
+                                 "errors": errors} for name, (n_scored, ref_words, errors) in pooled.items()}
     out["throughput"] = {
         "sessions_per_s": ratio(n, duration_s),
         "ok_sessions_per_s": ratio(outcomes["ok"], duration_s),
