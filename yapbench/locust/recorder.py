@@ -2,7 +2,9 @@
 
 A worker keeps finished sessions in an outbox and hands them to the master with every periodic stats report
 (`report_to_master`, every few seconds), not only at the end, so a worker that dies loses at most one interval.
-The master (or a standalone process) appends them to the run directory and the live STT tab.
+The master (or a standalone process) appends them to the run directory and the live STT tab; a standalone process
+gathers its own for STORE_INTERVAL_S first, so that one append (one pass over the records, one write and flush per
+file) serves a batch of sessions, not each one: a thousand streams end some 150 sessions a second.
 
 Locust's headless master quits by telling workers "quit" and waiting half a second, which loses whatever the
 workers still hold. So when the master stops, it first asks every worker to drain (stop its users, which records
@@ -45,6 +47,7 @@ PAYLOAD_KEY = "yapbench"
 DRAIN = "yapbench_drain"  # master -> workers: stop users, ship everything
 DRAINED = "yapbench_drained"  # worker -> master: the last records
 DRAIN_SLACK_S = 15.0
+STORE_INTERVAL_S = 0.25
 SECRET_FLAGS = ("--api-key",)
 
 
@@ -58,7 +61,8 @@ class Recorder:
         self.is_master = isinstance(environment.runner, MasterRunner)
         self.live = LiveStats()
         self.record_listeners: list[Callable[[list], None]] = []  # also fed every stored batch (the exporter)
-        self.outbox: list = []
+        self.outbox: list = []  # finished sessions' records not yet stored (standalone) or shipped (worker)
+        self._store_later: gevent.Greenlet | None = None
         self._worker_active: dict[str, int] = {}
         self._drained: set[str] = set()
         self.gpu: GpuSampler | None = None
@@ -131,11 +135,16 @@ class Recorder:
     def record(self, result: SessionResult) -> None:
         if self.policy == "least_loaded" and self.poller is not None and result.target:
             self.routing.ended(result.target, self.poller.generation)
-        rows = rows_of(result)
-        if self.is_worker:
-            self.outbox.append(rows)
-        else:
-            self._store([rows])
+        self.outbox.append(rows_of(result))
+        if not self.is_worker and self._store_later is None:
+            self._store_later = gevent.spawn_later(STORE_INTERVAL_S, self.store_outbox)
+
+    def store_outbox(self) -> None:
+        """Standalone: write the sessions gathered since the last call (at the end of the run too)."""
+        self._store_later = None
+        batch, self.outbox = self.outbox, []
+        if batch:
+            self._store(batch)
 
     def _store(self, batch: list) -> None:
         assert self.runlog is not None
@@ -231,6 +240,7 @@ class Recorder:
 
     def write_end_meta(self) -> None:
         assert self.runlog is not None
+        self.store_outbox()
         self.runlog.write_meta({"ended_at": time.time(), "sessions": self.runlog.sessions_written})
 
     def _write_meta(self, meta: dict) -> None:
