@@ -20,6 +20,7 @@ from yapbench.protocol import FRAME_SECONDS, Step
 from yapbench.samples import DEFAULT_MANIFEST
 from yapbench.gates import check_run
 from yapbench.report import build_report
+from yapbench.report.text import headline
 from yapbench.runlog import read_session_records, read_turns
 from yapbench.server.engines.pause import loud_rows
 from yapbench.session import SessionConfig, run_session
@@ -211,6 +212,9 @@ def test_a_locust_run_of_conversations_records_summarizes_and_gates_the_turns(re
     assert summary["speech_share"] == pytest.approx(speech / (speech + PAUSE_S * 2 * len(ok)), rel=0.1)
     assert summary["wer"] == 0  # each conversation scored against its turns' transcripts, in turn order
     assert list(summary["wer_by_sample"]) == ["(conversations)"]
+    lines = headline(summary).splitlines()  # the terminal's summary: the turns' line and their latency rows
+    assert any(line.startswith(f"turns {summary['turns']}: false end of turn") for line in lines)
+    assert any(line.split()[:2] == ["turn_first_word", str(summary["turn_first_word"]["count"])] for line in lines)
     gates = tmp_path / "gates.toml"
     gates.write_text('[[gate]]\ncondition = "end_of_turn_detect.max <= 2500ms"\n'
                      '[[gate]]\ncondition = "false_end_of_turn_rate == 0"\n'

@@ -68,7 +68,8 @@ def test_every_metric_reaches_the_summary_and_the_gates_under_its_names(run: Pat
 def test_the_headline_has_a_row_per_headline_metric(run: Path) -> None:
     rows = [line.split()[0] for line in headline(summarize_run(run)).splitlines()
             if line.split() and line.split()[0] in {m.name for m in METRICS}]
-    assert rows == [m.name for m in METRICS if m.headline]
+    # a run without conversations has no turn rows (test_conversation checks a run with them)
+    assert rows == [m.name for m in METRICS if m.headline and m.source != Source.TURN]
 
 
 def test_goodput_objectives_take_per_session_and_per_word_metrics_only() -> None:
