@@ -63,3 +63,17 @@ def test_corpus_level_and_skips(tmp_path: Path) -> None:
     assert summary["wer"] == pytest.approx(10 / 11)  # total errors / total reference words, not a mean of rates
     assert "unknown" not in summary["wer_by_sample"]
     assert any("WER skipped" in n and "unknown" in n for n in summary["notes"])
+
+
+def test_a_conversation_is_scored_against_its_turns_transcripts_in_order(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [
+        ("fox+short", "the quick brown fox jumps over the lazy dog hello world", Outcome.OK),  # both turns, in order
+        ("short+fox", "the quick brown fox jumps over the lazy dog hello world", Outcome.OK),  # out of order
+        ("short+unknown", "hello world anything", Outcome.OK),  # a turn without a reference: skipped
+    ], {"fox": REFERENCE, "short": "Hello world"})
+    summary = summarize_run(run)
+    # pooled: 0 errors for the first, 4 for the second (2 deletions + 2 insertions) of 11 reference words each
+    assert summary["wer_by_sample"] == {"(conversations)": {"wer": pytest.approx(4 / 22), "sessions": 2,
+                                                            "ref_words": 22, "errors": 4}}
+    assert [n for n in summary["notes"] if "WER skipped" in n] == [
+        "WER skipped for 1 sample(s) without a reference transcript in run.json: unknown"]

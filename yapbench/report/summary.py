@@ -146,8 +146,11 @@ def _estimate_notes(summary: dict) -> list[str]:
 
 
 def _wer_notes(sessions: pd.DataFrame, meta: dict) -> list[str]:
-    refs = with_conversations(references(meta), sessions["sample"])
-    missing = sorted(set(sessions.loc[sessions["outcome"] == "ok", "sample"].dropna()) - set(refs))
+    refs = references(meta)
+    # A conversation is skipped for its turns' samples that lack one: those are named, not each combination.
+    ok_samples = sessions.loc[sessions["outcome"] == "ok", "sample"].dropna().unique()
+    missing = sorted({part for name in map(str, ok_samples) for part in ([name] if name in refs else
+                                                                       name.split(TURN_SEP))} - set(refs))
     if not missing:
         return []
     return [f"WER skipped for {len(missing)} sample(s) without a reference transcript in run.json: "
