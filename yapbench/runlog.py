@@ -468,8 +468,9 @@ WORD_CHUNK = 4_000_000  # records mapped at a time: bounds the file pages this p
 
 
 def read_words(run_dir: str | Path, session_ids: Sequence[str], started_at: np.ndarray, t0: float = 0.0) -> Words:
-    """Words of the sessions whose lines were read (`session_ids`/`started_at` indexed by line); words of a
-    session whose line never came (killed mid-session) are dropped. Reads words.bin, or schema 1's words.csv."""
+    """Words of the sessions whose lines were read (`session_ids`/`started_at` indexed by line), in line order
+    (each session's words together, as written); words of a session whose line never came (killed mid-session)
+    are dropped. Reads words.bin, or schema 1's words.csv."""
     d = Path(run_dir)
     if not (d / WORDS).exists() and (d / WORDS_CSV).exists():
         return _read_words_csv(d / WORDS_CSV, session_ids, t0)
@@ -518,7 +519,8 @@ def _read_words_csv(path: Path, session_ids: Sequence[str], t0: float) -> Words:
     # Category -> line of its session (or -1), then word -> line through the category codes: no per-row Python.
     cat_lines = pd.Index(session_ids).get_indexer(raw["session_id"].cat.categories)
     line = np.where(codes >= 0, cat_lines[codes], -1)
-    keep = line >= 0
+    found = np.flatnonzero(line >= 0)
+    keep = found[np.argsort(line[found], kind="stable")]  # in line order, as words.bin is written
     return Words(line[keep].astype(np.uint32), (raw["t"].to_numpy()[keep] - t0).astype(np.float32),
                  raw["lag_ms"].to_numpy()[keep],
                  raw["end_lag_ms"].to_numpy()[keep])

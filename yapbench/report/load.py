@@ -54,10 +54,19 @@ class RunData:
 
 def target_codes(run: RunData) -> tuple[np.ndarray, np.ndarray, pd.Index]:
     """Each session's and each word's target as a code into the names returned (pd.factorize: -1 for none); the
-    words' as int16, not int64 (ninety million words: 180 MB, not 720)."""
+    words' as int8 where they fit, not int64 (ninety million words: 90 MB, not 720)."""
     codes, names = pd.factorize(run.sessions["target"])
-    small = codes.astype(np.int16 if len(names) < 2**15 else np.int32)
-    return codes, small[run.words["srow"].to_numpy()], names
+    small = codes.astype(np.int8 if len(names) < 2**7 else np.int32)
+    return codes, gather(small, run.words["srow"].to_numpy()), names
+
+
+def gather(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """table[index], a chunk of the index at a time: numpy first copies an int32 index into int64 (8 bytes a word,
+    660 MB for ninety million words at once)."""
+    out = np.empty(index.size, dtype=table.dtype)
+    for a in range(0, index.size, runlog.WORD_CHUNK):
+        out[a: a + runlog.WORD_CHUNK] = table[index[a: a + runlog.WORD_CHUNK]]
+    return out
 
 
 def load_run(run_dir: str | Path, since: float | None = None, until: float | None = None) -> RunData:
@@ -225,13 +234,10 @@ def _words_frame(words: runlog.Words, sessions: pd.DataFrame, lines: int) -> pd.
     """Words of the given (served) sessions only, in the sessions' row order (each session's words together, as
     written), each with its session's row. Consumes `words`: a column is replaced by its reordered copy (one
     column's worth of memory at a time), and the rows are written over the lines (4 bytes a word fewer)."""
-    if words.line.size and bool(np.any(words.line[1:] < words.line[:-1])):  # schema 1's words.csv: any order
-        by_line = np.argsort(words.line, kind="stable")
-        words = runlog.Words(words.line[by_line], words.t[by_line], words.lag_ms[by_line],
-                             words.end_lag_ms[by_line])
     served = sessions["served"].to_numpy()
     row_lines = sessions["line"].to_numpy()
-    per_line = np.bincount(words.line, minlength=lines + 1)
+    # Words per line from their sorted lines (np.bincount would copy ninety million lines into int64 first).
+    per_line = np.diff(np.searchsorted(words.line, np.arange(lines + 2, dtype=words.line.dtype)))
     per_row = np.where(served, per_line[row_lines], 0)
     row_first = np.cumsum(per_row) - per_row
     # Word i of line l goes to i + shift[l]; the words of lines without a served row here are left out.
@@ -239,7 +245,7 @@ def _words_frame(words: runlog.Words, sessions: pd.DataFrame, lines: int) -> pd.
     shift[row_lines[served]] = row_first[served] - (np.cumsum(per_line) - per_line)[row_lines[served]]
     kept = np.zeros(lines + 1, dtype=bool)
     kept[row_lines[served]] = True
-    if not (kept[words.line].all() and not shift.any()):  # else they already are in row order (lines by start)
+    if per_line[~kept].any() or shift.any():  # else they already are in row order (lines in start order)
         for name in ("t", "lag_ms", "end_lag_ms"):
             setattr(words, name, _placed(getattr(words, name), words.line, shift, kept, int(per_row.sum())))
     srow = words.line.view(np.int32)[: int(per_row.sum())]
