@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from yapbench.errors import UserError
+from yapbench.metrics import summarize
 from yapbench.report import summarize_run
 from yapbench.report.synthetic import Spec, make_run
 from yapbench.runlog import SEND_LAG_DTYPE, SESSION_BIN_DTYPE, WORD_CSV_COLUMNS, WORD_DTYPE
@@ -219,3 +220,19 @@ def test_sessions_bin_and_the_json_lines_give_the_same_summary(tmp_path: Path) -
     fast = summarize_run(run)
     (run / "sessions.bin").unlink()
     assert summarize_run(run) == fast
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_order_statistics_are_numpys_exactly(dtype: type) -> None:
+    rng = np.random.default_rng(5)
+    for values in (rng.gamma(3.0, 30.0, 100_003), np.round(rng.normal(0, 5, 10_000)),  # ties, negatives
+                   np.array([7.0]), np.array([2.0, 1.0]), np.r_[rng.random(999), [np.nan] * 50]):
+        arr = values.astype(dtype)
+        before = arr.copy()
+        got = summarize(arr)
+        clean = arr[~np.isnan(arr)].astype(np.float64)
+        want = {"count": clean.size, "min": clean.min(), "max": clean.max(),
+                **{f"p{q}": np.percentile(clean, q) for q in (50, 90, 95, 99)}}
+        assert {k: got[k] for k in want} == want
+        assert got["mean"] == pytest.approx(clean.mean(), rel=1e-12)
+        np.testing.assert_array_equal(arr, before)  # the caller's values keep their order

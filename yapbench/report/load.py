@@ -127,7 +127,8 @@ def window(run: RunData, lo: float, hi: float) -> RunData:
     only the words' session rows are renumbered), the send lags and telemetry sampled in it."""
     rows = _started_in(run.sessions, lo, hi)
     srow = run.words["srow"].to_numpy()
-    wa, wb = np.searchsorted(srow, [rows.start, rows.stop])  # words are in their sessions' row order
+    # Words are in their sessions' row order. The bounds in srow's own dtype: numpy would copy srow to match them.
+    wa, wb = np.searchsorted(srow, np.array([rows.start, rows.stop], dtype=srow.dtype))
     words = run.words.iloc[wa:wb].reset_index(drop=True).assign(srow=srow[wa:wb] - np.int32(rows.start))
     tsrow = run.turns["srow"].to_numpy()
     turns = run.turns[(tsrow >= rows.start) & (tsrow < rows.stop)]
