@@ -145,3 +145,13 @@ def test_sessions_read_in_blocks_and_in_parallel_give_the_same_summary(tmp_path:
     assert blocks[-1][1] == data.rfind(b"\n") + 1 and all(data[e - 1:e] == b"\n" for _, e in blocks)
     assert len(runlog.read_session_records(run)) == 300
     assert summarize_run(run) == whole
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_values_on_and_beside_every_edge_fall_in_their_own_bucket(dtype: type) -> None:
+    """Bucket k >= 1 holds [EDGES[k-1], EDGES[k]): checked at each edge and the next value either side of it."""
+    edges = loghist.EDGES.astype(dtype)
+    values = np.concatenate((edges, np.nextafter(edges, dtype(0)), np.nextafter(edges, dtype(np.inf)),
+                             np.array([0.0, -1.0, 1e-9, 4e6, np.inf], dtype=dtype)))
+    want = np.searchsorted(loghist.EDGES, values.astype(np.float64), side="right")
+    assert (loghist.bucket_of(values) == np.minimum(want, loghist.BUCKETS - 1)).all()

@@ -24,6 +24,7 @@ EDGES = LOW_MS * R ** np.arange(BUCKETS)  # EDGES[k] is bucket k+1's lower edge 
 VALUES = np.concatenate(([0.0], 2 * EDGES[:-1] * EDGES[1:] / (EDGES[:-1] + EDGES[1:])))
 
 
+_PER_LOW, _PER_LOG_R = np.float32(1 / LOW_MS), np.float32(1 / math.log(R))
 CHUNK = 1 << 22  # values bucketed at a time: the float64 temporaries of 90 M values would need gigabytes
 
 
@@ -39,12 +40,15 @@ def bucket_of(values_ms: np.ndarray) -> np.ndarray:
 
 
 def _bucket_of(values_ms: np.ndarray) -> np.ndarray:
-    v = np.asarray(values_ms, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k = np.floor(np.log(v / LOW_MS) / math.log(R)) + 1
+    v = np.asarray(values_ms)
+    if v.dtype.kind != "f":
+        v = v.astype(np.float64)
+    # The estimate in float32 (twice as fast as float64, and within a hundredth of a bucket): the comparison
+    # with the edges below, in the values' own precision, puts every value in its exact bucket.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        k = np.log(v.astype(np.float32, copy=False) * _PER_LOW) * _PER_LOG_R + np.float32(1)
     k = np.nan_to_num(k, nan=0.0, neginf=0.0, posinf=BUCKETS - 1)
-    # Floating point can put a value that sits exactly on an edge one bucket low: compare with the edge itself.
-    k = np.clip(k, 0, BUCKETS - 1).astype(np.int16)
+    k = np.clip(k, 0, BUCKETS - 1).astype(np.int16)  # truncation is the floor: k >= 0 here
     up = (k < BUCKETS - 1) & (v >= EDGES[np.minimum(k, BUCKETS - 1)])
     down = (k > 0) & (v < EDGES[np.maximum(k - 1, 0)])
     return (k + up - down).astype(np.int16)
