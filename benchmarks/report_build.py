@@ -6,7 +6,8 @@ or, with --hours/--streams, a run of that many real-time streams for that long (
     .venv/bin/python benchmarks/report_build.py --streams 10000 --hours 1 --dir /tmp/yapbench-hour --runs 1
 
 The run directory is generated once through the real writer (RunLog.append) and reused when present: the small
-one session by session (yapbench.report.synthetic), the long one in vectorised batches (`bulk_run`).
+one session by session (yapbench.report.synthetic), the long one in vectorised batches (`bulk_run`), with the
+phase times a Locust load records (so the build summarises the ramp, steady state and drain, as for a real run).
 Each measured build runs in a fresh process, so its peak RSS (ru_maxrss) is the build's alone.
 Goals: issue 5, <= 15 s and <= 2 GB at a million words; issue 14, <= 60 s and <= 4 GB at one hour of 10,000
 streams. Results go in benchmarks/RESULTS.md.
@@ -149,13 +150,15 @@ def bulk_run(run_dir: Path, streams: int, duration_s: float, seed: int = 11) -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="builds to time (0: only generate the run directory)")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/yapbench-report-bench"))
     parser.add_argument("--summary-only", action="store_true", help="time summarize_run (no plots) instead")
     parser.add_argument("--streams", type=int, default=0, help="a long run of this many streams (bulk_run)")
     parser.add_argument("--hours", type=float, default=1.0, help="its length (with --streams)")
     args = parser.parse_args()
     ensure_run(args.dir, args.streams, args.hours)
+    if args.runs < 1:
+        return 0
     mode = "summary" if args.summary_only else "report"
     results = []
     for i in range(args.runs):
