@@ -61,6 +61,9 @@ METRICS: tuple[Metric, ...] = (
     START_LAG := Metric("start_lag", Source.ARRIVAL, "start_lag_ms", "start lag", plot=False, live=False),
 )
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
+# A speech frame sent later than this is late; a send lag p99 above it means the run measured the generator, not the
+# server (docs/metrics.md). The report's warnings and phases, and the capacity searches' generator limit, read it.
+GENERATOR_LAG_LIMIT_MS = 10.0
 
 
 def of(source: Source) -> tuple[Metric, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..metricdefs import GENERATOR_LAG_LIMIT_MS
+
 
 def answer_lines(answer: dict) -> list[str]:
     lines = [one_line(answer)]
@@ -37,7 +39,8 @@ def one_line(answer: dict) -> str:
     broke = ", ".join(answer["broken_first"]) or "nothing"
     unit = "conversations" if answer.get("conversation") else "streams"
     if answer["limit"] == "generator":
-        return (f"capacity: the load generator was the limit at {bad} {unit} (send lag p99 > 10 ms), not the server; "
+        return (f"capacity: the load generator was the limit at {bad} {unit} "
+                f"(send lag p99 > {GENERATOR_LAG_LIMIT_MS:g} ms), not the server; "
                 f"add Locust workers (--processes) and run again. Last level held by the server: {cap}")
     if cap is None:
         return f"capacity: even the first level ({bad} {unit}) broke: {broke}"

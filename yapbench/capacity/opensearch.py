@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..metricdefs import GENERATOR_LAG_LIMIT_MS
 from ..slo import Condition
-from .search import GENERATOR_LAG_LIMIT_MS
 
 OPEN_SLOS = ("blocking<=1%",)  # the open model's default target; with --goodput also:
 OPEN_GOODPUT_SLO = "goodput>=0.99"
@@ -128,7 +128,8 @@ def open_answer_line(answer: dict) -> str:
     broke = ", ".join(answer["broken_first"]) or "nothing"
     if answer["limit"] == "generator":
         return (f"capacity: the load generator was the limit at {bad:g} sessions/s (arrivals dropped or send lag "
-                f"p99 > 10 ms), not the server; raise -u or add workers. Last rate held: {_rate(rate, erl)}")
+                f"p99 > {GENERATOR_LAG_LIMIT_MS:g} ms), not the server; raise -u or add workers. "
+                f"Last rate held: {_rate(rate, erl)}")
     if rate is None:
         return f"capacity: even the first rate ({bad:g} sessions/s) broke: {broke}"
     if answer["limit"] == "max_rate":

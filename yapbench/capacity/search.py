@@ -12,9 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..metricdefs import GENERATOR_LAG_LIMIT_MS
 from ..slo import CheckResult, Condition
-
-GENERATOR_LAG_LIMIT_MS = 10.0
 
 
 @dataclass(frozen=True)

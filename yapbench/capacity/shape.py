@@ -20,6 +20,7 @@ import gevent.subprocess
 import numpy as np
 from locust import LoadTestShape
 
+from ..metricdefs import GENERATOR_LAG_LIMIT_MS
 from ..slo import parse_condition
 from . import CAPACITY_JSON
 from .search import CapacitySearch, SearchSpec, evaluate_level, is_stable
@@ -139,7 +140,7 @@ class CapacityShape(LoadTestShape):
         level = evaluate_level(self.users, result["summary"], self.conditions, result["windows"], result["stable"])
         held = level.passed(self.spec.stop_on_rejection)
         why = level.broken + (["rejections"] if level.rejection_rate > 0 else []) + (
-            ["generator send lag p99 > 10 ms"] if level.generator_bound else [])
+            [f"generator send lag p99 > {GENERATOR_LAG_LIMIT_MS:g} ms"] if level.generator_bound else [])
         log.info("yapbench capacity: %d streams %s", level.users, "hold" if held else f"FAIL ({', '.join(why)})")
         nxt = self.search.record(level)
         self._write()

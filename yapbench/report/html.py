@@ -8,6 +8,7 @@ from importlib import resources
 from string import Template
 from typing import Sequence
 
+from ..metricdefs import GENERATOR_LAG_LIMIT_MS
 from .openloop import traffic_rows
 from .schema import TARGETS, TIME_METRICS, number_at
 from .section import Section
@@ -25,9 +26,9 @@ def render(summary: dict, images: dict[str, str | None], notes: list[str], secti
     parts = []
     if summary.get("generator_overloaded"):
         lag = summary["send_lag"]["p99"]
-        parts.append(f'<div class="warning">Generator send lag p99 is {lag:.1f} ms (&gt; 10 ms): '
-                     "this run measured the generator, not the server. Use more generator processes or hosts, "
-                     "or fewer users per process.</div>")
+        parts.append(f'<div class="warning">Generator send lag p99 is {lag:.1f} ms '
+                     f"(&gt; {GENERATOR_LAG_LIMIT_MS:g} ms): this run measured the generator, not the server. "
+                     "Use more generator processes or hosts, or fewer users per process.</div>")
     parts += [f'<div class="note">{_e(n)}</div>' for n in notes]
     parts += [_section_html(section) for section in sections]
     parts.append("<h2>What was run</h2>" + _table(None, _run_rows(summary, started)))
@@ -68,7 +69,7 @@ def _section_html(section: Section) -> str:
 
 
 PHASE_COLUMNS = ("phase", "from (s)", "to (s)", "sessions", "ok rate", "first word p95", "word lag p95",
-                 "send lag p99", "frames sent > 10 ms late")
+                 "send lag p99", f"frames sent > {GENERATOR_LAG_LIMIT_MS:g} ms late")
 
 
 def _phase_rows(summary: dict) -> list[tuple]:

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the recorder imports the keys below: pandas loads only when a summary is computed
     from .load import RunData
 
-GENERATOR_LAG_LIMIT_MS = 10.0  # a frame sent later than this is late (docs/metrics.md)
 DEFAULT_SETTLE_S = 10.0  # after the last user started: sessions of the ramp finish, the server's batch settles
 SETTLE_KEY = "settle_s"  # run.json: the --settle the load was run with
 SPAWNING_COMPLETE_KEY = "spawning_complete_at"  # run.json: epoch seconds when all users had started (the last time)

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from .. import runlog
-from ..metricdefs import SESSION_METRICS, START_LAG, WORD_METRICS
+from ..metricdefs import GENERATOR_LAG_LIMIT_MS, SESSION_METRICS, START_LAG, WORD_METRICS
 from ..metrics import NOT_ERRORS, TURN_SEP, summarize
 from .load import RunData, target_codes, window
 from .openloop import GOOD, good_sessions, section_rates, traffic
-from .phases import GENERATOR_LAG_LIMIT_MS, Phase, phases_of, settle_of
+from .phases import Phase, phases_of, settle_of
 from .schema import (GPU_FIELDS, OUTCOMES, SCHEMA_VERSION, SEND_LAG_METRIC, START_LAG_METRIC, TARGETS, WER_BY_SAMPLE,
                      WER_SESSIONS_METRIC, ratio)
 from .turns import turn_notes, turn_section

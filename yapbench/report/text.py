@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..metricdefs import METRICS
+from ..metricdefs import GENERATOR_LAG_LIMIT_MS, METRICS
 from .openloop import traffic_rows
 
 HEADLINE_METRICS = tuple(m.name for m in METRICS if m.headline)
@@ -31,7 +31,8 @@ def headline(summary: dict) -> str:
             lines.append(f"{m:<{NAME_WIDTH}}{s['count']:>10}"
                          + "".join(f"{s[k]:>10.1f}" for k in ("p50", "p95", "p99", "max")))
     if summary.get("generator_overloaded"):
-        lines.append("WARNING: generator send lag p99 > 10 ms: this run measured the generator, not the server")
+        lines.append(f"WARNING: generator send lag p99 > {GENERATOR_LAG_LIMIT_MS:g} ms: "
+                     "this run measured the generator, not the server")
     if summary.get("estimates"):
         lines.append(f"(estimates within 1 %: {', '.join(summary['estimates'])})")
     return "\n".join(lines)
