@@ -40,7 +40,7 @@ def one_line(answer: dict) -> str:
     unit = "conversations" if answer.get("conversation") else "streams"
     if answer["limit"] == "generator":
         return (f"capacity: the load generator was the limit at {bad} {unit} "
-                f"(send lag p99 > {GENERATOR_LAG_LIMIT_MS:g} ms), not the server; "
+                f"(send lag p99 > {answer.get('generator_limit_ms', GENERATOR_LAG_LIMIT_MS):g} ms), not the server; "
                 f"add Locust workers (--processes) and run again. Last level held by the server: {cap}")
     if cap is None:
         return f"capacity: even the first level ({bad} {unit}) broke: {broke}"

@@ -27,8 +27,11 @@ class OpenSpec:
     resolution: float = 0.1  # stop when (bad - good) / good <= this
     settle_s: float = 10.0
     measure_s: float = 30.0
+    generator_limit_ms: float = GENERATOR_LAG_LIMIT_MS  # --generator-limit: a rate above it judged the generator
 
     def __post_init__(self) -> None:
+        if self.generator_limit_ms <= 0:
+            raise ValueError("--generator-limit must be > 0 ms")
         if not 0 < self.start_rate <= self.max_rate:
             raise ValueError("need 0 < --start-rate <= --max-rate")
         if self.factor <= 1 or not 0 < self.resolution < 1:
@@ -45,10 +48,11 @@ class RateLevel:
     traffic: dict[str, float | None] = field(default_factory=dict)  # offered/carried Erlangs, blocking, Erlang B, ...
     dropped: int = 0
     send_lag_p99_ms: float | None = None
+    generator_limit_ms: float = GENERATOR_LAG_LIMIT_MS
 
     @property
     def generator_bound(self) -> bool:
-        return self.dropped > 0 or (self.send_lag_p99_ms is not None and self.send_lag_p99_ms > GENERATOR_LAG_LIMIT_MS)
+        return self.dropped > 0 or (self.send_lag_p99_ms is not None and self.send_lag_p99_ms > self.generator_limit_ms)
 
     @property
     def passed(self) -> bool:
@@ -64,7 +68,8 @@ TRAFFIC_KEYS = ("measured_arrival_rate", "offered_erlangs", "carried_erlangs", "
                 "slots", "goodput", "attempts")
 
 
-def evaluate_rate(rate: float, summary: dict, conditions: Sequence[Condition]) -> RateLevel:
+def evaluate_rate(rate: float, summary: dict, conditions: Sequence[Condition],
+                  generator_limit_ms: float = GENERATOR_LAG_LIMIT_MS) -> RateLevel:
     checks = [c.check(summary) for c in conditions]
     return RateLevel(
         rate=rate,
@@ -73,6 +78,7 @@ def evaluate_rate(rate: float, summary: dict, conditions: Sequence[Condition]) -
         traffic={k: summary.get(k) for k in TRAFFIC_KEYS},
         dropped=int((summary.get("outcomes") or {}).get("dropped", 0)),
         send_lag_p99_ms=(summary.get("send_lag") or {}).get("p99"),
+        generator_limit_ms=generator_limit_ms,
     )
 
 
@@ -115,6 +121,7 @@ class RateSearch:
             "capacity_rate": good.rate if good else None,
             "capacity_erlangs": good.traffic.get("offered_erlangs") if good else None,
             "limit": self.limit,
+            "generator_limit_ms": self.spec.generator_limit_ms,
             "resolution": self.spec.resolution,
             "first_bad_rate": bad.rate if bad else None,
             "broken_first": (bad.broken or (["generator"] if bad.generator_bound else [])) if bad else [],
@@ -128,7 +135,8 @@ def open_answer_line(answer: dict) -> str:
     broke = ", ".join(answer["broken_first"]) or "nothing"
     if answer["limit"] == "generator":
         return (f"capacity: the load generator was the limit at {bad:g} sessions/s (arrivals dropped or send lag "
-                f"p99 > {GENERATOR_LAG_LIMIT_MS:g} ms), not the server; raise -u or add workers. "
+                f"p99 > {answer.get('generator_limit_ms', GENERATOR_LAG_LIMIT_MS):g} ms), not the server; raise -u or "
+                "add workers. "
                 f"Last rate held: {_rate(rate, erl)}")
     if rate is None:
         return f"capacity: even the first rate ({bad:g} sessions/s) broke: {broke}"

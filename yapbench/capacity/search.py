@@ -31,8 +31,11 @@ class SearchSpec:
     stop_on_rejection: bool = True
     conversation: str = ""  # --conversation as typed: each user holds a conversation, the answer is in those
     beside: dict | None = None  # --beside: another capacity run's answer on the same server, shown with this one
+    generator_limit_ms: float = GENERATOR_LAG_LIMIT_MS  # --generator-limit: a level above it judged the generator
 
     def __post_init__(self) -> None:
+        if self.generator_limit_ms <= 0:
+            raise ValueError("--generator-limit must be > 0 ms")
         if self.start < 1 or self.max_users < self.start:
             raise ValueError("need 1 <= --start <= --max-users")
         if self.factor <= 1:
@@ -55,10 +58,11 @@ class LevelResult:
     values: dict[str, float | None] = field(default_factory=dict)
     per_target: dict[str, dict] = field(default_factory=dict)  # fleets: each target's streams and verdict
     speech_share: float | None = None  # conversations: the share of a slot's time that carried speech
+    generator_limit_ms: float = GENERATOR_LAG_LIMIT_MS
 
     @property
     def generator_bound(self) -> bool:
-        return self.send_lag_p99_ms is not None and self.send_lag_p99_ms > GENERATOR_LAG_LIMIT_MS
+        return self.send_lag_p99_ms is not None and self.send_lag_p99_ms > self.generator_limit_ms
 
     @property
     def broken(self) -> list[str]:
@@ -162,6 +166,7 @@ class CapacitySearch:
             "speech_streams": (round(good.users * good.speech_share, 1)
                                if good and self.spec.conversation and good.speech_share is not None else None),
             "limit": self.limit,
+            "generator_limit_ms": self.spec.generator_limit_ms,
             "resolution": self.spec.resolution,
             "first_bad_users": bad.users if bad else None,
             "broken_first": (bad.broken or (["rejections"] if bad.rejection_rate > 0 else [])) if bad else [],
@@ -173,7 +178,7 @@ class CapacitySearch:
 
 
 def evaluate_level(users: int, summary: dict, conditions: Sequence[Condition], windows: int, stable: bool,
-                   ) -> LevelResult:
+                   generator_limit_ms: float = GENERATOR_LAG_LIMIT_MS) -> LevelResult:
     checks = [c.check(summary) for c in conditions]
     speed = float((summary.get("run") or {}).get("speed") or 1.0)
     per_target = {}
@@ -197,4 +202,5 @@ def evaluate_level(users: int, summary: dict, conditions: Sequence[Condition], w
         values={str(c.path): r.value for c, r in zip(conditions, checks)},
         per_target=per_target,
         speech_share=summary.get("speech_share"),
+        generator_limit_ms=generator_limit_ms,
     )

@@ -20,7 +20,6 @@ import gevent.subprocess
 import numpy as np
 from locust import LoadTestShape
 
-from ..metricdefs import GENERATOR_LAG_LIMIT_MS
 from ..slo import parse_condition
 from . import CAPACITY_JSON
 from .search import CapacitySearch, SearchSpec, evaluate_level, is_stable
@@ -137,10 +136,11 @@ class CapacityShape(LoadTestShape):
 
     def _advance(self, result: dict) -> None:
         assert self.users is not None  # a level is running
-        level = evaluate_level(self.users, result["summary"], self.conditions, result["windows"], result["stable"])
+        level = evaluate_level(self.users, result["summary"], self.conditions, result["windows"], result["stable"],
+                               self.spec.generator_limit_ms)
         held = level.passed(self.spec.stop_on_rejection)
         why = level.broken + (["rejections"] if level.rejection_rate > 0 else []) + (
-            [f"generator send lag p99 > {GENERATOR_LAG_LIMIT_MS:g} ms"] if level.generator_bound else [])
+            [f"generator send lag p99 > {level.generator_limit_ms:g} ms"] if level.generator_bound else [])
         log.info("yapbench capacity: %d streams %s", level.users, "hold" if held else f"FAIL ({', '.join(why)})")
         nxt = self.search.record(level)
         self._write()

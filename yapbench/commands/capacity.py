@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import UserError
+from ..metricdefs import GENERATOR_LAG_LIMIT_MS
 from ..options import On, add_cli_options
 
 DEFAULT_SLOS = ("word_lag.p95<=1000ms",)
@@ -35,6 +36,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beside", metavar="RUN_DIR", default="",
                         help="another yapbench capacity run directory on the same server (e.g. back-to-back speech "
                              "beside --conversation): its answer is printed and reported with this one")
+    parser.add_argument("--generator-limit", type=float, default=GENERATOR_LAG_LIMIT_MS, metavar="MS",
+                        help=f"a level whose send-lag p99 is above this measured the generator, not the server, and "
+                             f"ends the search (default {GENERATOR_LAG_LIMIT_MS:g} ms); raise it only on a small "
+                             "shared host, knowing every latency then carries up to that much of the generator's delay")
     parser.add_argument("--allow-rejections", action="store_true",
                         help="do not stop at the first capacity rejection (judge by the SLOs only)")
     parser.add_argument("--pause", type=float, default=0.25,
@@ -73,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
                           settle_s=args.window if args.settle is None else args.settle,
                           stable_windows=args.stable_windows, tolerance=args.tolerance, max_windows=args.max_windows,
                           stop_on_rejection=not args.allow_rejections, conversation=args.conversation or "",
-                          beside=beside)
+                          beside=beside, generator_limit_ms=args.generator_limit)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     run_dir = Path(args.run_dir or default_run_dir())

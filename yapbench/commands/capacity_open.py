@@ -37,7 +37,8 @@ def run_open(args: argparse.Namespace) -> int:
     settle = args.window if args.settle is None else args.settle
     try:
         spec = OpenSpec(slos=slos, start_rate=args.start_rate, factor=args.factor, max_rate=args.max_rate,
-                        resolution=args.rate_resolution, settle_s=settle, measure_s=args.window * args.stable_windows)
+                        resolution=args.rate_resolution, settle_s=settle, measure_s=args.window * args.stable_windows,
+                        generator_limit_ms=args.generator_limit)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     run_dir = Path(args.run_dir or default_run_dir())
@@ -59,7 +60,7 @@ def run_open(args: argparse.Namespace) -> int:
             return 2
         start = float(read_meta(run_dir).get("arrival_start") or 0.0) + spec.settle_s
         summary = summarize_run(run_dir, since=start, until=start + spec.measure_s)
-        level = evaluate_rate(rate, summary, conditions)
+        level = evaluate_rate(rate, summary, conditions, spec.generator_limit_ms)
         t = level.traffic
         print(f"yapbench capacity: {rate:g} sessions/s: offered {_g(t['offered_erlangs'])} Erlangs, blocking "
               f"{_pct(t['blocking'])} (Erlang B {_pct(t['erlang_b'])}), goodput {_pct(t['goodput'])}, dropped "
