@@ -61,3 +61,29 @@ def finish_run(run_dir: Path, report: bool = True, gates: str | None = None, bas
     except UserError as exc:
         print(f"yapbench gate: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m yapbench.finish RUN_DIR [...]`: what the Locust layer runs at the end of each test, in a child
+    process, so that the web UI (and the next test) go on while pandas and matplotlib work."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m yapbench.finish")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--gates", default="")
+    parser.add_argument("--baseline", default="")
+    parser.add_argument("--capacity", action="store_true", help="add the capacity search's section")
+    args = parser.parse_args(argv)
+    sections = []
+    if args.capacity and not args.no_report:
+        from .capacity.section import report_section
+
+        capacity = report_section(args.run_dir)
+        sections = [capacity] if capacity else []
+    return finish_run(args.run_dir, report=not args.no_report, gates=args.gates or None,
+                      baseline=args.baseline or None, sections=sections)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 import time
 from collections import deque
 
 import gevent
 from gevent.event import AsyncResult
-from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -36,7 +34,7 @@ from ..errors import UserError
 from ..goodput import parse_objectives
 from ..metrics import Outcome, SessionResult
 from ..session import epoch
-from .recorder import _recorders
+from .recorder import Recorder, recorder_for
 
 log = logging.getLogger("yapbench")
 START_LEAD_S = 0.5  # the schedule starts this far after test start: the users (and workers) exist by then
@@ -49,7 +47,7 @@ class ArrivalClock:
 
     def __init__(self, environment: Environment, plan: ArrivalPlan, start_epoch: float, late_limit_s: float) -> None:
         self.environment = environment
-        self.recorder = _recorders[id(environment)]
+        self.recorder = recorder_for(environment)
         self.plan = plan
         self.late_limit_s = late_limit_s
         # Due times are compared on this process's monotonic clock, anchored once to the shared epoch start.
@@ -110,9 +108,9 @@ class ArrivalClock:
         late_s = time.perf_counter() - due
         now = time.time()
         result = SessionResult(session_id=f"d{random.getrandbits(60):015x}", target="", sample="",
-                               speed=self.recorder.session_cfg.speed, started_at=epoch(due),
+                               speed=self.recorder.plan.session_cfg.speed, started_at=epoch(due),
                                outcome=Outcome.DROPPED, error=why, ended_at=now,
-                               worker=self.recorder.session_cfg.worker,
+                               worker=self.recorder.plan.session_cfg.worker,
                                due_at=epoch(due), start_lag_ms=late_s * 1000.0)
         self.recorder.record(result)
         # Locust's failure table shows drops beside the sessions' failures (user.py's request type, "STT").
@@ -125,12 +123,9 @@ class DroppedArrival(Exception):
     """The failure Locust shows for an arrival that could not start on time."""
 
 
-_clocks: dict[int, ArrivalClock] = {}
-
-
 def clock_for(environment: Environment) -> ArrivalClock | None:
     """This test's arrival clock (running, or stopped at the end of the test), or None in the closed loop."""
-    return _clocks.get(id(environment))
+    return recorder_for(environment).arrival_clock
 
 
 def plan_from_options(opts, workers: int = 1, index: int = 0) -> ArrivalPlan | None:
@@ -144,32 +139,26 @@ def plan_from_options(opts, workers: int = 1, index: int = 0) -> ArrivalPlan | N
         raise UserError(f"--arrival-rate / --arrival: {exc}") from None
 
 
-@events.init.add_listener
-def _check_options(environment: Environment, **_kw) -> None:
-    """Bad open-loop options or goodput objectives are one line and exit 2 before any load."""
+def install(environment: Environment, rec: Recorder) -> None:
+    """Bad open-loop options or goodput objectives are one line and exit 2 before any load (a UserError here);
+    then the clock's listeners, after the recorder's (its test start makes the run directory)."""
     opts = environment.parsed_options
-    if opts is None or not hasattr(opts, "arrival_rate"):
-        return
-    try:
-        if opts.arrival_rate < 0 or opts.arrival_late_limit <= 0:
-            raise UserError("--arrival-rate must be >= 0 (0: closed loop) and --arrival-late-limit > 0")
-        plan_from_options(opts)
-        parse_objectives(opts.goodput)
-    except UserError as exc:
-        log.error("yapbench: %s", exc)
-        sys.exit(2)
+    if opts.arrival_rate < 0 or opts.arrival_late_limit <= 0:
+        raise UserError("--arrival-rate must be >= 0 (0: closed loop) and --arrival-late-limit > 0")
+    plan_from_options(opts)
+    parse_objectives(opts.goodput)
+    environment.events.test_start.add_listener(lambda **_: _on_test_start(environment, rec))
+    # The stopped clock stays until the next test start: the users stay slots that get no arrival (never falling
+    # back to the closed loop's back-to-back sessions while Locust stops them).
+    environment.events.test_stopping.add_listener(lambda **_: _on_test_stopping(rec))
 
 
-@events.test_start.add_listener
-def _on_test_start(environment: Environment, **_kw) -> None:
+def _on_test_start(environment: Environment, rec: Recorder) -> None:
     opts = environment.parsed_options
-    rec = _recorders.get(id(environment))
-    if opts is None or rec is None:
-        return
     runner = environment.runner
     if rec.runlog is not None:
         _write_goodput_meta(rec, opts.goodput)
-    previous = _clocks.pop(id(environment), None)
+    previous, rec.arrival_clock = rec.arrival_clock, None
     if previous is not None:
         previous.stop()
     if isinstance(runner, WorkerRunner):
@@ -189,14 +178,20 @@ def _on_test_start(environment: Environment, **_kw) -> None:
     if plan is None:
         return
     clock = ArrivalClock(environment, plan, start, opts.arrival_late_limit)
-    _clocks[id(environment)] = clock
+    rec.arrival_clock = clock
     clock.start()
     log.info("yapbench: open loop: %s arrivals at %g sessions/s (this process: %g/s), at most %d concurrent in all",
              plan.process, plan.rate, plan.rate / plan.workers, opts.num_users or 0)
 
 
-def _write_goodput_meta(rec, text: str) -> None:
+def _on_test_stopping(rec: Recorder) -> None:
+    if rec.arrival_clock is not None:
+        rec.arrival_clock.stop()
+
+
+def _write_goodput_meta(rec: Recorder, text: str) -> None:
     """The objectives as records in run.json, for the report; from the web UI form they are first checked here."""
+    assert rec.runlog is not None
     meta: dict[str, object]
     try:
         meta = {"goodput": [o.record() for o in parse_objectives(text)], "goodput_error": None}
@@ -204,12 +199,3 @@ def _write_goodput_meta(rec, text: str) -> None:
         log.error("yapbench: --goodput: %s", exc)
         meta = {"goodput": [], "goodput_error": str(exc)}
     rec.runlog.write_meta(meta)
-
-
-@events.test_stopping.add_listener
-def _on_test_stopping(environment: Environment, **_kw) -> None:
-    # The stopped clock stays registered until the next test start: the users stay slots that get no arrival
-    # (never falling back to the closed loop's back-to-back sessions while Locust stops them).
-    clock = _clocks.get(id(environment))
-    if clock is not None:
-        clock.stop()

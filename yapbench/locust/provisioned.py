@@ -95,10 +95,10 @@ def _channel_fetch(executor, addr: str, port: int, name: str) -> Fetch:
     return fetch
 
 
-def provision_or_exit(environment) -> None:
+def bring_up_targets(environment) -> None:
+    """--provision: the servers up, and the load pointed at them; a UserError names the inventory."""
     opts = environment.parsed_options
     try:
         environment.host = bring_up(opts)
     except UserError as exc:
-        log.error("yapbench: --provision %s: %s", opts.provision, exc)
-        raise SystemExit(2) from None
+        raise UserError(f"--provision {opts.provision}: {exc}") from None

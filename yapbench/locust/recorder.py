@@ -1,4 +1,6 @@
-"""Where finished sessions go, per Locust process: the run directory (master or standalone), the master (worker).
+"""Where finished sessions go, per Locust process: the current test's run directory (master or standalone), the
+master (worker). Per test, rebuilt at every `test_start` from the options of that moment (the web UI's form rewrites
+them): the plan (samples, targets, session settings), a run directory of its own, the slot poller, GPU samplers.
 
 A worker keeps finished sessions in an outbox and hands them to the master with every periodic stats report
 (`report_to_master`, every few seconds), not only at the end, so a worker that dies loses at most one interval.
@@ -16,31 +18,29 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import replace
-from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import gevent
-from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, Runner, WorkerRunner
 
 from .. import __version__
-from ..corpus import Corpus, build_corpus
 from ..errors import UserError
-from ..gates import load_gates
 from ..gpu import GpuSampler
 from ..metrics import SessionResult
-from ..runlog import RunLog, default_run_dir, rows_of
-from ..options import conversation_spec, server_urls, session_config
 from ..routing import LeastLoaded
 from ..report.phases import SETTLE_KEY, SPAWNING_COMPLETE_KEY, STOPPING_KEY
-from ..samples import load_manifest, select
+from ..runlog import RunLog, rows_of
 from ..serverpoll import SlotPoller
-from ..session import SessionConfig, worker_name
+from ..session import worker_name
 from ..streamer import Streamer
 from .live import LiveStats
+from .plan import PlanBuilder, TestPlan
+from .runs import RunEntry, RunHistory
 from .workerwatch import WorkerWatch
+
+if TYPE_CHECKING:
+    from .arrival import ArrivalClock
 
 log = logging.getLogger("yapbench")
 PAYLOAD_KEY = "yapbench"
@@ -52,11 +52,10 @@ SECRET_FLAGS = ("--api-key",)
 
 
 class Recorder:
-    """One per Locust environment; created at `init`."""
+    """One per Locust environment, `environment.yapbench`; created at `init` (install)."""
 
     def __init__(self, environment: Environment) -> None:
         self.environment = environment
-        opts = self.opts
         self.is_worker = isinstance(environment.runner, WorkerRunner)
         self.is_master = isinstance(environment.runner, MasterRunner)
         self.live = LiveStats()
@@ -66,23 +65,20 @@ class Recorder:
         self._worker_active: dict[str, int] = {}
         self._drained: set[str] = set()
         self.gpu: GpuSampler | None = None
-        self.samples = select(load_manifest(opts.manifest), opts.samples)
-        # Decoded at start, in every process: a bad sample is one line and exit 2 here, not a traceback per task.
-        self.corpus: Corpus = build_corpus(self.samples, opts.silence_prefix)
-        if opts.gates and not self.is_worker:
-            load_gates(opts.gates)  # a broken gates file fails now, not after the whole load
-        self.runlog: RunLog | None = None
-        if not self.is_worker:
-            self.runlog = RunLog(opts.run_dir or default_run_dir())
-        self.targets = parse_targets(environment.host)  # validated now; refreshed at each test start
-        self.session_cfg = self._session_cfg()  # likewise: a bad option or key file is one line and exit 2 here
-        self.conversation = conversation_spec(opts)
-        self.policy = opts.target_policy
+        self.builder = PlanBuilder()
+        # Decoded at start, in every process: a bad sample, host, key file or gates file is one line and exit 2
+        # here, not a traceback per task. Each test start rebuilds it from the options of that moment.
+        self.plan: TestPlan = self.builder.build(self.opts, environment.host, check_gates=not self.is_worker)
+        self.history = RunHistory()  # this process's tests and their run directories (master or standalone)
+        self.test: RunEntry | None = None  # the current test's (None between tests and on workers)
+        self.runlog: RunLog | None = None  # likewise
+        self.late_sessions = 0  # records that arrived with no test running: counted and said once, not stored
         self._next_target = 0
         self.routing = LeastLoaded()  # --target-policy least_loaded: its count of this process's sessions
         self.poller: SlotPoller | None = None
         self.remote_gpus: list = []
         self.worker_watch: WorkerWatch | None = None
+        self.arrival_clock: ArrivalClock | None = None  # the open loop's, set by arrival.py at each test start
         self.stopping = False  # set when the load starts stopping: users start no new session from then on
         if isinstance(environment.runner, MasterRunner):
             self.worker_watch = WorkerWatch(environment.runner,
@@ -99,55 +95,88 @@ class Recorder:
         assert self.environment.runner is not None
         return self.environment.runner
 
-    def _session_cfg(self) -> SessionConfig:
-        opts = self.opts
-        cfg = session_config(opts, self.targets[0], worker=worker_name())
-        return replace(cfg, api_key=opts.api_key) if opts.api_key else cfg
+    @property
+    def targets(self) -> list[str]:
+        return self.plan.targets
 
-    def refresh_targets(self) -> None:
-        """At test start: the host list (and the options) may have come from the web UI form, the master or
-        --provision. The users' session settings are derived here once, not per user (the key file is read once)."""
-        self.targets = parse_targets(self.environment.host)
-        self.session_cfg = self._session_cfg()
-        self.conversation = conversation_spec(self.environment.parsed_options)
+    def begin_test(self) -> None:
+        """At test start: the plan from the options of this start (the web UI's form, the master's spawn message),
+        a run directory of its own (master or standalone), and the slot poller."""
+        self.plan = self.builder.build(self.opts, self.environment.host, check_gates=not self.is_worker)
+        self.stopping = False
+        self._next_target = 0
+        if not self.is_worker:
+            self.test = self.history.begin(self.opts.run_dir)
+            self.runlog = RunLog(self.test.dir)
+            log.info("yapbench: test %d: run directory %s", self.test.number, self.test.dir)
         # The master polls to record server.csv; a process that runs users polls when it routes by load.
         if self.poller is not None:
             self.poller.stop()
         self.poller = None
         self.routing = LeastLoaded()  # its counts are relative to the old poller's readings
-        if not self.is_worker or self.policy == "least_loaded":
-            self.poller = SlotPoller(self.targets, None if self.runlog is None else self.runlog.dir)
+        if not self.is_worker or self.plan.policy == "least_loaded":
+            self.poller = SlotPoller(self.plan.targets, None if self.runlog is None else self.runlog.dir)
             self.poller.start()
+        if self.environment.web_ui is not None:
+            self.live.reset(self.used_slots)  # the STT tab shows this test
+
+    def used_slots(self) -> int | None:
+        """The servers' used slots in all, from each one's latest poll; None until every target has answered
+        (a target not read yet is missing data, not an idle server)."""
+        poller = self.poller
+        if poller is None or any(t not in poller.latest for t in self.plan.targets):
+            return None
+        return sum(poller.latest[t][0] for t in self.plan.targets)
+
+    def end_test(self) -> RunEntry | None:
+        """At test stop, once the others' test_stop listeners wrote their files: the test's run directory, closed
+        (None on workers). Records arriving after this are not stored (`late_sessions`)."""
+        if not self.is_worker:
+            self.store_outbox()
+        test, runlog = self.test, self.runlog
+        self.test, self.runlog = None, None
+        if test is None or runlog is None:
+            return None
+        test.ended_at = time.time()
+        runlog.write_meta({"ended_at": test.ended_at, "sessions": runlog.sessions_written})
+        runlog.close()
+        return test
 
     # -- inputs shared by the process's users ----------------------------------------------------------------
 
     def next_target(self) -> str:
         """The target for a new session: round robin over --host's list, or the one with most free slots."""
         poller = self.poller
-        if self.policy == "least_loaded" and poller is not None and poller.latest:
-            return self.routing.pick(self.targets, poller.free, poller.generation)
-        target = self.targets[self._next_target % len(self.targets)]
+        targets = self.plan.targets
+        if self.plan.policy == "least_loaded" and poller is not None and poller.latest:
+            return self.routing.pick(targets, poller.free, poller.generation)
+        target = targets[self._next_target % len(targets)]
         self._next_target += 1
         return target
 
     # -- records ----------------------------------------------------------------------------------------------
 
     def record(self, result: SessionResult) -> None:
-        if self.policy == "least_loaded" and self.poller is not None and result.target:
+        if self.plan.policy == "least_loaded" and self.poller is not None and result.target:
             self.routing.ended(result.target, self.poller.generation)
         self.outbox.append(rows_of(result))
         if not self.is_worker and self._store_later is None:
             self._store_later = gevent.spawn_later(STORE_INTERVAL_S, self.store_outbox)
 
     def store_outbox(self) -> None:
-        """Standalone: write the sessions gathered since the last call (at the end of the run too)."""
+        """Standalone: write the sessions gathered since the last call (at the end of each test too)."""
         self._store_later = None
         batch, self.outbox = self.outbox, []
         if batch:
             self._store(batch)
 
     def _store(self, batch: list) -> None:
-        assert self.runlog is not None
+        if self.runlog is None:
+            if not self.late_sessions:
+                log.warning("yapbench: session records arrived with no test running (after its stop); "
+                            "they are not recorded")
+            self.late_sessions += len(batch)
+            return
         self.runlog.append(batch)
         for listener in self.record_listeners:
             listener(batch)
@@ -209,19 +238,27 @@ class Recorder:
     # -- run.json ---------------------------------------------------------------------------------------------
 
     def write_start_meta(self) -> None:
-        opts = self.opts
+        opts, plan = self.opts, self.plan
+        assert self.test is not None
         self._write_meta({
             "yapbench_version": __version__,
-            "started_at": time.time(),
-            "targets": self.targets,
-            "target_policy": self.policy,
-            "target": ",".join(self.targets),
+            "started_at": self.test.started_at,
+            "test_number": self.test.number,
+            "targets": plan.targets,
+            "target_policy": plan.policy,
+            "target": ",".join(plan.targets),
             "samples": {s.name: {"transcript": s.transcript, "language": s.language, "duration_s": s.duration_s}
-                        for s in self.samples},
+                        for s in plan.corpus.samples},
             "users": opts.num_users,
             "spawn_rate": opts.spawn_rate,
-            "speed": opts.speed,
-            "auth": opts.auth,
+            "speed": plan.session_cfg.speed,
+            "auth": plan.session_cfg.auth,
+            "silence_prefix_s": float(opts.silence_prefix),
+            "session_settings": {"connect_timeout_s": plan.session_cfg.connect_timeout_s,
+                                 "ready_timeout_s": plan.session_cfg.ready_timeout_s,
+                                 "flush_frames": plan.session_cfg.flush_frames,
+                                 "flush_timeout_s": plan.session_cfg.flush_timeout_s},
+            "think_time_s": float(opts.think_time),
             "shape": opts.shape,
             "arrival_rate": opts.arrival_rate or None,  # open loop (None: closed loop)
             "arrival": opts.arrival if opts.arrival_rate else None,
@@ -235,25 +272,13 @@ class Recorder:
 
     def mark(self, key: str) -> None:
         """run.json: when the last user started (spawning_complete; again at each change of a shape) and when the
-        load stopped: the boundaries of the report's phases (report/phases.py)."""
-        self._write_meta({key: time.time()})
-
-    def write_end_meta(self) -> None:
-        assert self.runlog is not None
-        self.store_outbox()
-        self.runlog.write_meta({"ended_at": time.time(), "sessions": self.runlog.sessions_written})
+        load stopped: the boundaries of the report's phases (report/phases.py). Nothing between tests."""
+        if self.runlog is not None:
+            self._write_meta({key: time.time()})
 
     def _write_meta(self, meta: dict) -> None:
         assert self.runlog is not None  # the master's or a standalone process's
         self.runlog.write_meta(meta)
-
-
-def parse_targets(host: str | None) -> list[str]:
-    """--host as a list of ws:// URLs (comma-separated for a fleet; empty: $YAP_ADDR:$YAP_PORT)."""
-    try:
-        return server_urls(host)
-    except UserError as exc:
-        raise UserError(f"--host {host!r}: {exc}") from None
 
 
 def redact_argv(argv: list[str]) -> list[str]:
@@ -273,50 +298,40 @@ def redact_argv(argv: list[str]) -> list[str]:
     return out
 
 
-_recorders: dict[int, Recorder] = {}
-
-
 def recorder_for(environment: Environment) -> Recorder:
-    return _recorders[id(environment)]
+    """The environment's recorder; set by `install` at init."""
+    return environment.yapbench  # type: ignore[attr-defined]
 
 
-@events.init.add_listener
-def _on_init(environment: Environment, **_kw) -> None:
-    if environment.parsed_options is None or not hasattr(environment.parsed_options, "samples"):
-        return  # a Locust run that did not load yapbench's options (library use)
-    try:
-        if environment.parsed_options.provision and not isinstance(environment.runner, WorkerRunner):
-            from .provisioned import provision_or_exit
-
-            provision_or_exit(environment)
-        rec = Recorder(environment)
-    except UserError as exc:
-        log.error("yapbench: %s", exc)
-        sys.exit(2)
-    _recorders[id(environment)] = rec
-    environment.events.test_stopping.add_listener(lambda **_: setattr(rec, "stopping", True))
+def install(environment: Environment) -> Recorder:
+    """The recorder on `environment` (as `environment.yapbench`), and its listeners: it begins each test first (the
+    others' test_start listeners read its plan and run directory) and stops its samplers first at test stop."""
+    rec = Recorder(environment)
+    environment.yapbench = rec  # type: ignore[attr-defined]
+    events = environment.events
+    events.test_start.add_listener(lambda **_: _on_test_start(rec))
+    events.test_stopping.add_listener(lambda **_: setattr(rec, "stopping", True))
+    events.test_stop.add_listener(lambda **_: _on_test_stop(rec))
     if rec.is_worker:
-        environment.events.report_to_master.add_listener(lambda client_id, data, **_: rec.on_report_to_master(data))
+        events.report_to_master.add_listener(lambda client_id, data, **_: rec.on_report_to_master(data))
         rec.runner.register_message(DRAIN, lambda **_: rec.on_drain_request(), concurrent=True)
-    if rec.runlog is not None:
-        environment.events.spawning_complete.add_listener(lambda **_: rec.mark(SPAWNING_COMPLETE_KEY))
-        environment.events.test_stopping.add_listener(lambda **_: rec.mark(STOPPING_KEY))
+    else:
+        events.spawning_complete.add_listener(lambda **_: rec.mark(SPAWNING_COMPLETE_KEY))
+        events.test_stopping.add_listener(lambda **_: rec.mark(STOPPING_KEY))
     if rec.is_master:
-        environment.events.worker_report.add_listener(
-            lambda client_id, data, **_: rec.on_worker_report(client_id, data))
+        events.worker_report.add_listener(lambda client_id, data, **_: rec.on_worker_report(client_id, data))
         rec.runner.register_message(DRAINED, lambda msg, **_: rec.on_drained(msg))
-        environment.events.test_stopping.add_listener(lambda **_: rec.drain_workers())
-    if rec.runlog is not None:
-        log.info("yapbench: run directory %s", rec.runlog.dir)
+        events.test_stopping.add_listener(lambda **_: rec.drain_workers())
+    return rec
 
 
-@events.test_start.add_listener
-def _on_test_start(environment: Environment, **_kw) -> None:
-    rec = _recorders.get(id(environment))
-    if rec is None:
+def _on_test_start(rec: Recorder) -> None:
+    try:
+        rec.begin_test()
+    except UserError as exc:  # the form is checked before a start (webui.py); this is what slipped through
+        log.error("yapbench: this test cannot start: %s", exc)
+        gevent.spawn(rec.runner.stop)  # not from inside the runner's own start
         return
-    rec.refresh_targets()
-    rec.stopping = False
     if rec.worker_watch is not None:
         rec.worker_watch.start()
     if rec.runlog is not None:
@@ -331,20 +346,12 @@ def _on_test_start(environment: Environment, **_kw) -> None:
             rec.remote_gpus = remote_gpu_samplers(rec.opts, rec.runlog.dir)
 
 
-@events.test_stop.add_listener
-def _on_test_stop(environment: Environment, **_kw) -> None:
-    rec = _recorders.get(id(environment))
-    if rec is None:
-        return
+def _on_test_stop(rec: Recorder) -> None:
     if rec.poller is not None:
         rec.poller.stop()
     if rec.gpu is not None:
         rec.gpu.stop()
+        rec.gpu = None
     for sampler in rec.remote_gpus:
         sampler.stop()
     rec.remote_gpus = []
-
-
-def run_dir_of(environment: Environment) -> Path | None:
-    rec = _recorders.get(id(environment))
-    return rec.runlog.dir if rec is not None and rec.runlog is not None else None

@@ -1,23 +1,26 @@
-"""Load shapes, chosen with --shape (Locust runs a shape instead of -u/-r when one is set at init)."""
+"""Load shapes, chosen with --shape: at init for the command line, at each start from the web UI's form (webui.py).
+
+Locust runs a shape instead of -u/-r when `environment.shape_class` is set as a test starts.
+"""
 
 from __future__ import annotations
 
-import logging
 import math
-import sys
 from pathlib import Path
+from typing import Any
 
-from locust import LoadTestShape, events
-from locust.runners import WorkerRunner
+from locust import LoadTestShape
+from locust.env import Environment
 
 from ..errors import UserError
-from .recorder import run_dir_of
+from .recorder import Recorder
 
 
 class TimedShape(LoadTestShape):
     """A shape that runs `duration_s` seconds to `peak` users; subclasses say how many users at time t."""
 
     abstract = True
+    use_common_options = True  # -u and -t are its peak and duration: the web UI's form keeps those fields
 
     def __init__(self, peak: int, duration_s: float) -> None:
         super().__init__()
@@ -57,7 +60,8 @@ class SpikeShape(TimedShape):
         return (self.peak if in_spike else max(1, self.peak // 10)), float(self.peak)
 
 
-def shape_from_options(opts, run_dir: Path | None) -> LoadTestShape | None:
+def shape_from_options(opts: Any, run_dir: Path | None) -> LoadTestShape | None:
+    """The shape `opts` ask for (None: -u users at -r per second); `run_dir` is the test's (capacity writes there)."""
     kind = getattr(opts, "shape", "none")
     if kind == "none":
         return None
@@ -70,24 +74,24 @@ def shape_from_options(opts, run_dir: Path | None) -> LoadTestShape | None:
     peak = opts.num_users or 1
     duration = float(opts.run_time) if opts.run_time else None
     if kind == "steps":
-        return StepShape(peak, max(1, opts.step_users), opts.step_time, duration)
+        if opts.step_users < 1 or opts.step_time <= 0:
+            raise UserError("--shape steps needs --step-users >= 1 and --step-time > 0")
+        return StepShape(peak, opts.step_users, opts.step_time, duration)
     if duration is None:
         raise UserError(f"--shape {kind} needs a run time (-t)")
     return RampShape(peak, duration) if kind == "ramp" else SpikeShape(peak, duration)
 
 
-@events.init.add_listener
-def _install_shape(environment, **_kw) -> None:
-    opts = environment.parsed_options
-    if opts is None or environment.shape_class is not None or not hasattr(opts, "shape"):
-        return
-    if isinstance(environment.runner, WorkerRunner):
-        return  # shapes run on the master
-    try:
-        shape = shape_from_options(opts, run_dir_of(environment))
-    except UserError as exc:
-        logging.getLogger("yapbench").error("yapbench: %s", exc)
-        sys.exit(2)
+def use_shape(environment: Environment, shape: LoadTestShape | None) -> None:
+    """Make `shape` the one Locust runs from the next start (None: none)."""
     if shape is not None:
         shape.runner = environment.runner
-        environment.shape_class = shape
+    environment.shape_class = shape
+
+
+def install(environment: Environment, rec: Recorder) -> None:
+    """The command line's shape, on the master or a standalone process (a locustfile's own shape wins)."""
+    if rec.is_worker or environment.shape_class is not None:
+        return
+    # The first test's run directory: capacity's search writes its answer there.
+    use_shape(environment, shape_from_options(environment.parsed_options, rec.history.next_dir(rec.opts.run_dir)))

@@ -16,7 +16,7 @@ While the hub is held, every stream in the process sends its next frames late by
   libev counts a new timer from the loop's cached clock, last read when the hub last ran. yapbench's `init`
   decodes the corpus without yielding (seconds on a busy 2-core machine), so a `-t 4s` run measured from a clock
   several seconds old stopped 30 ms after it started, before any session. The clock is read afresh once `init`
-  is done (this module is imported last, so its listener runs after every other init listener).
+  is done (`settle_after_init`, the last step of the package's setup).
 - **Full garbage collections.** CPython's cyclic collector now and then walks every tracked object of the process
   (generation 2), modules, Locust and the decoded corpus included, with the hub held: 58-77 ms of CPU per full
   collection at 800 streams on the busy 2-vCPU VM, one or two a minute. Everything that exists once `init` is done
@@ -36,7 +36,6 @@ from types import FrameType, SimpleNamespace
 import gevent
 import locust.argument_parser
 import locust.runners
-from locust import events
 
 _locust_default_args = functools.cache(locust.argument_parser.default_args_dict)
 
@@ -58,8 +57,9 @@ locust.argument_parser.default_args_dict = _default_args_dict
 locust.runners.inspect = SimpleNamespace(stack=_stack, getframeinfo=_frameinfo)  # type: ignore[attr-defined,assignment]
 
 
-@events.init.add_listener
-def _settle_after_init(**_kw) -> None:
+def settle_after_init() -> None:
+    """The last step of yapbench's setup: nothing that exists by then is collected again, and the loop's clock is
+    read afresh."""
     gc.collect()  # (garbage is not frozen: collected first)
     gc.freeze()
     gevent.get_hub().loop.update_now()  # last: the collection above takes time too

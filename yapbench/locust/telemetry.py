@@ -8,27 +8,26 @@ A target without /metrics is not an error: the log says why once at the end, and
 from __future__ import annotations
 
 import logging
+
 from pathlib import Path
 
-from locust import events
 from locust.env import Environment
 
 from ..servermetrics import Fetch, MetricsScraper
-from .recorder import recorder_for, run_dir_of
+from .recorder import Recorder, recorder_for
 
 log = logging.getLogger("yapbench")
 
 
 class ServerTelemetry:
-    def __init__(self, environment: Environment, run_dir: Path) -> None:
-        rec = recorder_for(environment)
-        targets = rec.targets  # refreshed by the recorder's own test_start listener
+    def __init__(self, environment: Environment, targets: list[str], run_dir: Path) -> None:
+        opts = recorder_for(environment).opts
         fetchers: dict[str, Fetch] = {}
         self._executors: list = []
-        if rec.opts.provision:
+        if opts.provision:
             from .provisioned import remote_metrics_fetchers
 
-            fetchers, self._executors = remote_metrics_fetchers(rec.opts, targets)
+            fetchers, self._executors = remote_metrics_fetchers(opts, targets)
         self.scraper = MetricsScraper(targets, run_dir, fetchers=fetchers)
         self.scraper.start()
 
@@ -40,22 +39,21 @@ class ServerTelemetry:
             executor.close()
 
 
-_running: dict[int, ServerTelemetry] = {}
+def install(environment: Environment, rec: Recorder) -> None:
+    """Scrape during each test; after the recorder's test start (the test's plan and run directory), and stopped
+    at test stop before the report reads server_metrics.csv."""
+    if rec.is_worker:
+        return  # the master scrapes
+    running: list[ServerTelemetry] = []
 
+    def start(**_kw) -> None:
+        stop()
+        if rec.runlog is not None:
+            running.append(ServerTelemetry(environment, rec.plan.targets, rec.runlog.dir))
 
-@events.test_start.add_listener
-def _on_test_start(environment: Environment, **_kw) -> None:
-    run_dir = run_dir_of(environment)
-    if run_dir is None:
-        return  # a worker (the master scrapes), or a Locust run without yapbench's options
-    previous = _running.pop(id(environment), None)
-    if previous is not None:
-        previous.stop()
-    _running[id(environment)] = ServerTelemetry(environment, run_dir)
+    def stop(**_kw) -> None:
+        while running:
+            running.pop().stop()
 
-
-@events.test_stop.add_listener
-def _on_test_stop(environment: Environment, **_kw) -> None:
-    telemetry = _running.pop(id(environment), None)
-    if telemetry is not None:
-        telemetry.stop()
+    environment.events.test_start.add_listener(start)
+    environment.events.test_stop.add_listener(stop)

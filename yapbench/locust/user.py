@@ -72,12 +72,12 @@ class SttUser(User):
             if clock is not None and due is not None:
                 clock.drop(due, "the load was stopping when it was due")
             return
-        corpus = self.recorder.corpus
-        if self.recorder.conversation is not None:  # samples drawn per turn
-            clip = draw_conversation(self.recorder.conversation, lambda rng: corpus.pick(rng)[1], self.rng)
+        plan = self.recorder.plan  # the current test's
+        if plan.conversation is not None:  # samples drawn per turn
+            clip = draw_conversation(plan.conversation, lambda rng: plan.corpus.pick(rng)[1], self.rng)
         else:
-            clip = corpus.pick(self.rng)[1]
-        cfg = replace(self.recorder.session_cfg, url=self.recorder.next_target())
+            clip = plan.corpus.pick(self.rng)[1]
+        cfg = replace(plan.session_cfg, url=self.recorder.next_target())
         try:
             result = run_session(cfg, clip, due=due)
         except SessionCancelled as cancelled:

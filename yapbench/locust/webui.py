@@ -1,21 +1,40 @@
-"""The web UI's "STT" tab: exact live percentiles, outcomes, rejection rate, active streams, generator health.
+"""The web UI's "STT" tab: exact live percentiles, outcomes, rejection rate, active streams, generator health;
+and the start form checked before Locust starts a test.
 
 Locust's React UI renders extra tabs from `extended_tabs`/`extended_tables` template arguments and fills them
 from an `extended_stats` entry in its periodic /stats/requests poll; /stt/stats serves the same snapshot as JSON.
+
+The form: Locust's /swarm handler writes its fields into `parsed_options` and starts the test, whose test_start
+rebuilds the plan from them (recorder.py). Before that, the same fields are applied to a copy of the options and
+checked here, so a bad field is answered in the form, as Locust answers a bad user count, instead of a test that
+starts and stops at once; and the shape the form asks for (--shape) becomes the one Locust runs.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import time
+from typing import Any
 
-from flask import jsonify, request
-from locust import events
+from pathlib import Path
 
+import gevent
+from flask import Response, abort, jsonify, request, send_from_directory
+from locust.env import Environment
+from locust.runners import STATE_RUNNING, STATE_SPAWNING
+from locust.util.timespan import parse_timespan
+from werkzeug.datastructures import MultiDict
+
+from ..errors import UserError
 from ..metrics import PERCENTILES
-from .live import SEND_LAG_WARN_MS, TABLE_METRICS
-from .recorder import _recorders
+from ..report.outputs import REPORT
+from .live import INTERVAL_S, SEND_LAG_WARN_MS, TABLE_METRICS
+from .recorder import Recorder
+from .shapes import shape_from_options, use_shape
 
 TAB_KEY = "stt"
+STATIC = Path(__file__).resolve().parent / "static"
 COLUMNS = [("metric", "Metric"), ("count", "Count")] + [(f"p{q}", f"p{q} (ms)") for q in PERCENTILES] + [
     ("max", "max (ms)")]
 
@@ -26,7 +45,7 @@ def table_rows(snapshot: dict) -> list[dict]:
         s = snapshot["metrics"].get(metric)
         if not s:
             continue
-        row = {"metric": metric, "count": int(s["count"])}
+        row = {"metric": f"{metric} (last {snapshot['window_s']:g} s)", "count": int(s["count"])}
         row.update({k: round(s[k], 1) for k in (*(f"p{q}" for q in PERCENTILES), "max")})
         rows.append(row)
     for outcome, n in sorted(snapshot["outcomes"].items()):
@@ -39,30 +58,120 @@ def table_rows(snapshot: dict) -> list[dict]:
     return rows
 
 
-@events.init.add_listener
-def _install_tab(environment, web_ui=None, **_kw) -> None:
-    rec = _recorders.get(id(environment))
-    if web_ui is None or rec is None:
+def form_options(opts: Any, form: MultiDict) -> Any:
+    """A copy of `opts` with the start form's fields, converted as Locust's /swarm handler converts them (each
+    option keeps its type; -u, -r and -t under Locust's own names)."""
+    new = copy.copy(opts)
+    values = vars(new)
+    for key, value in form.items():
+        try:
+            if key == "user_count":
+                values["num_users"] = int(value)
+            elif key == "spawn_rate":
+                values["spawn_rate"] = float(value)
+            elif key == "run_time":
+                if value:
+                    values["run_time"] = parse_timespan(value)
+            elif key in values and key not in ("host", "user_classes", "profile"):
+                old = values[key]
+                values[key] = (value == "true") if isinstance(old, bool) else value if old is None else type(old)(value)
+        except ValueError:
+            raise UserError(f"{key.replace('_', '-')}: {value!r} is not a valid value") from None
+    return new
+
+
+def check_form(environment: Environment, rec: Recorder, form: MultiDict) -> None:
+    """Before a test starts from the form: every field usable (UserError otherwise), and its shape chosen."""
+    opts = form_options(environment.parsed_options, form)
+    host = form.get("host") or environment.host
+    rec.builder.build(opts, host, check_gates=True)  # the corpus it decodes is the test's, kept for its start
+    if opts.shape == "capacity":
+        raise UserError("shape: capacity is `yapbench capacity`'s search, not a shape to start from the form")
+    use_shape(environment, shape_from_options(opts, None))
+
+
+def install(environment: Environment, rec: Recorder) -> None:
+    web_ui = environment.web_ui
+    if web_ui is None:
         return
     web_ui.template_args["extended_tabs"] = [{"title": "STT", "key": TAB_KEY}]
     web_ui.template_args["extended_tables"] = [
         {"key": TAB_KEY, "structure": [{"key": k, "title": t} for k, t in COLUMNS]}]
 
     def snapshot() -> dict:
-        rec.refresh_active()
         return rec.live.snapshot()
 
+    @web_ui.app.before_request
+    def _check_form():
+        if request.path != "/swarm" or request.method != "POST":
+            return None
+        if environment.runner.state in (STATE_RUNNING, STATE_SPAWNING):
+            return None  # editing a running test changes only its user count
+        if environment.available_shape_classes:
+            return None  # the locustfile's own shapes: Locust's picker chooses
+        try:
+            check_form(environment, rec, request.form)
+        except UserError as exc:
+            return jsonify({"success": False, "message": f"yapbench: {exc}", "host": environment.host})
+        return None
+
     @web_ui.app.after_request
-    def _extend_stats(response):
-        if request.path != "/stats/requests" or not response.is_json:
-            return response
-        body = response.get_json()
-        body["extended_stats"] = [{"key": TAB_KEY, "data": table_rows(snapshot())}]
-        response.set_data(json.dumps(body))
+    def _extend(response):
+        if request.path == "/stats/requests" and response.is_json:
+            body = response.get_json()
+            body["extended_stats"] = [{"key": TAB_KEY, "data": table_rows(snapshot())}]
+            response.set_data(json.dumps(body))
+        elif request.path == "/" and response.mimetype == "text/html":
+            # Locust's page is a React app with no hook for scripts: the STT tab's charts and run list come in here.
+            html = response.get_data(as_text=True)
+            response.set_data(html.replace("</body>", '<script src="./stt/ui.js"></script></body>', 1))
         return response
 
+    auth = web_ui.auth_required_if_enabled
+
+    @web_ui.app.route("/stt/ui.js")
+    @auth
+    def _script() -> Response:
+        return send_from_directory(STATIC, "stt.js", mimetype="text/javascript", max_age=0)
+
     @web_ui.app.route("/stt/stats")
+    @auth
     def _stt_stats():
         return jsonify(snapshot())
 
-    environment.events.reset_stats.add_listener(rec.live.reset)
+    @web_ui.app.route("/stt/chart")
+    @auth
+    def _chart():
+        return jsonify({"interval_s": INTERVAL_S, "points": rec.live.chart(float(request.args.get("since", -1)))})
+
+    @web_ui.app.route("/stt/runs")
+    @auth
+    def _runs():
+        return jsonify({"runs": [{
+            "number": t.number, "run_id": t.run_id, "dir": str(t.dir), "started_at": t.started_at,
+            "ended_at": t.ended_at, "exit_code": t.exit_code,
+            "report": f"stt/runs/{t.number}/{REPORT}" if t.exit_code is not None and (t.dir / REPORT).exists()
+            else None,
+        } for t in rec.history.entries]})
+
+    @web_ui.app.route("/stt/runs/<int:number>/<path:name>")
+    @auth
+    def _run_file(number: int, name: str) -> Response:
+        test = rec.history.find(number)
+        if test is None:
+            abort(404)  # only this process's runs: the web server shows no other directory
+        return send_from_directory(test.dir.resolve(), name, max_age=0)  # safe_join: nothing outside the run
+
+    environment.events.reset_stats.add_listener(lambda **_: rec.live.reset(rec.used_slots))
+    gevent.spawn(_close_intervals, rec)
+
+
+def _close_intervals(rec: Recorder) -> None:
+    """One chart point every INTERVAL_S while a test runs, on a fixed cadence."""
+    next_t = time.monotonic()
+    while True:
+        next_t += INTERVAL_S
+        gevent.sleep(max(0.0, next_t - time.monotonic()))
+        if rec.test is not None:
+            rec.refresh_active()
+            rec.live.close_interval()
