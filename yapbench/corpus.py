@@ -24,6 +24,14 @@ class Corpus:
         i = rng.choices(range(len(self.samples)), weights=[s.weight for s in self.samples])[0]
         return self.samples[i], self.clips[i]
 
+    def named(self, name: str) -> tuple[Sample, PreparedClip]:
+        """The sample called `name` (its manifest name); a UserError lists the ones this test has."""
+        for s, c in zip(self.samples, self.clips):
+            if s.name == name:
+                return s, c
+        raise UserError(f"sample {name!r} is not among this test's samples "
+                        f"({', '.join(s.name for s in self.samples)})")
+
     def meta(self) -> dict:
         """What run.json records about the samples (the report computes WER against these transcripts)."""
         return {

@@ -19,9 +19,10 @@ from . import arrival, exporter, finish, options, recorder, shapes, stalls, tele
 from ..errors import UserError
 from .recorder import Recorder
 from .shapes import RampShape, SpikeShape, StepShape
-from .user import SttUser
+from .client import SttClient
+from .user import SetupMissing, StreamingUser, SttUser
 
-__all__ = ["SttUser", "RampShape", "StepShape", "SpikeShape", "setup"]
+__all__ = ["SttUser", "StreamingUser", "SttClient", "SetupMissing", "RampShape", "StepShape", "SpikeShape", "setup"]
 log = logging.getLogger("yapbench")
 
 

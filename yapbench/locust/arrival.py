@@ -125,7 +125,8 @@ class DroppedArrival(Exception):
 
 def clock_for(environment: Environment) -> ArrivalClock | None:
     """This test's arrival clock (running, or stopped at the end of the test), or None in the closed loop."""
-    return recorder_for(environment).arrival_clock
+    clock = recorder_for(environment).arrival_clock
+    return clock if isinstance(clock, ArrivalClock) else None
 
 
 def plan_from_options(opts, workers: int = 1, index: int = 0) -> ArrivalPlan | None:
@@ -150,7 +151,7 @@ def install(environment: Environment, rec: Recorder) -> None:
     environment.events.test_start.add_listener(lambda **_: _on_test_start(environment, rec))
     # The stopped clock stays until the next test start: the users stay slots that get no arrival (never falling
     # back to the closed loop's back-to-back sessions while Locust stops them).
-    environment.events.test_stopping.add_listener(lambda **_: _on_test_stopping(rec))
+    environment.events.test_stopping.add_listener(lambda **_: _on_test_stopping(environment))
 
 
 def _on_test_start(environment: Environment, rec: Recorder) -> None:
@@ -158,7 +159,8 @@ def _on_test_start(environment: Environment, rec: Recorder) -> None:
     runner = environment.runner
     if rec.runlog is not None:
         _write_goodput_meta(rec, opts.goodput)
-    previous, rec.arrival_clock = rec.arrival_clock, None
+    previous = clock_for(environment)
+    rec.arrival_clock = None
     if previous is not None:
         previous.stop()
     if isinstance(runner, WorkerRunner):
@@ -184,9 +186,10 @@ def _on_test_start(environment: Environment, rec: Recorder) -> None:
              plan.process, plan.rate, plan.rate / plan.workers, opts.num_users or 0)
 
 
-def _on_test_stopping(rec: Recorder) -> None:
-    if rec.arrival_clock is not None:
-        rec.arrival_clock.stop()
+def _on_test_stopping(environment: Environment) -> None:
+    clock = clock_for(environment)
+    if clock is not None:
+        clock.stop()
 
 
 def _write_goodput_meta(rec: Recorder, text: str) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import gevent
 from locust.env import Environment
@@ -38,9 +38,6 @@ from .live import LiveStats
 from .plan import PlanBuilder, TestPlan
 from .runs import RunEntry, RunHistory
 from .workerwatch import WorkerWatch
-
-if TYPE_CHECKING:
-    from .arrival import ArrivalClock
 
 log = logging.getLogger("yapbench")
 PAYLOAD_KEY = "yapbench"
@@ -78,7 +75,8 @@ class Recorder:
         self.poller: SlotPoller | None = None
         self.remote_gpus: list = []
         self.worker_watch: WorkerWatch | None = None
-        self.arrival_clock: ArrivalClock | None = None  # the open loop's, set by arrival.py at each test start
+        # The open loop's arrival.ArrivalClock, set by arrival.py at each test start (read through its clock_for).
+        self.arrival_clock: object | None = None
         self.stopping = False  # set when the load starts stopping: users start no new session from then on
         if isinstance(environment.runner, MasterRunner):
             self.worker_watch = WorkerWatch(environment.runner,

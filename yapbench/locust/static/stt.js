@@ -9,7 +9,7 @@
     {id: "word_lag", title: "word lag (ms)", series: [["word_lag_ms_p50", "p50"], ["word_lag_ms_p95", "p95"], ["word_lag_ms_p99", "p99"]]},
     {id: "streams", title: "active streams / servers' used slots", series: [["active_streams", "active streams"], ["used_slots", "used slots"]]},
     {id: "rejections", title: "rejections per second", series: [["rejections_per_s", "rejected/s"]]},
-    {id: "send_lag", title: "generator send lag (ms)", series: [["send_lag_ms_p50", "p50"], ["send_lag_ms_p99", "p99"], ["send_lag_ms_p100", "max"]]},
+    {id: "send_lag", title: "generator send lag (ms)", series: [["send_lag_ms_p50", "p50"], ["send_lag_ms_p99", "p99"], ["send_lag_ms_max", "max"]]},
   ];
   const SVG = "http://www.w3.org/2000/svg";
   const base = new URL(".", document.currentScript.src).href.replace(/stt\/$/, "");
