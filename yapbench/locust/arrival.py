@@ -113,7 +113,7 @@ class ArrivalClock:
                                worker=self.recorder.plan.session_cfg.worker,
                                due_at=epoch(due), start_lag_ms=late_s * 1000.0)
         self.recorder.record(result)
-        # Locust's failure table shows drops beside the sessions' failures (user.py's request type, "STT").
+        # Locust's failure table shows drops beside the sessions' failures (client.py's request type, "STT").
         self.environment.events.request.fire(request_type="STT", name="session", response_time=None,
                                              response_length=0, exception=DroppedArrival(why.split(" (")[0]),
                                              context={"outcome": str(Outcome.DROPPED)})
