@@ -29,7 +29,9 @@ log = logging.getLogger("yapbench")
 def setup(environment: Environment) -> Recorder:
     """Set yapbench up on `environment`, whose parsed_options hold yapbench's options; a UserError says what is
     unusable. The order matters: listeners of one event run in the order they are added."""
-    if environment.parsed_options.provision and not isinstance(environment.runner, WorkerRunner):
+    opts = environment.parsed_options
+    assert opts is not None  # (the init listener checked)
+    if opts.provision and not isinstance(environment.runner, WorkerRunner):
         from .provisioned import bring_up_targets
 
         bring_up_targets(environment)  # (master) the servers first: the plan's targets are theirs
@@ -54,5 +56,4 @@ def _on_init(environment: Environment, **_kw) -> None:
         log.error("yapbench: %s", exc)
         sys.exit(2)
     if not rec.is_worker:
-        log.info("yapbench: each test gets its own run directory, the first %s", rec.history.next_dir(
-            environment.parsed_options.run_dir))
+        log.info("yapbench: each test gets its own run directory, the first %s", rec.history.next_dir(rec.opts.run_dir))

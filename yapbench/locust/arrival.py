@@ -143,7 +143,7 @@ def plan_from_options(opts, workers: int = 1, index: int = 0) -> ArrivalPlan | N
 def install(environment: Environment, rec: Recorder) -> None:
     """Bad open-loop options or goodput objectives are one line and exit 2 before any load (a UserError here);
     then the clock's listeners, after the recorder's (its test start makes the run directory)."""
-    opts = environment.parsed_options
+    opts = rec.opts
     if opts.arrival_rate < 0 or opts.arrival_late_limit <= 0:
         raise UserError("--arrival-rate must be >= 0 (0: closed loop) and --arrival-late-limit > 0")
     plan_from_options(opts)
@@ -155,7 +155,7 @@ def install(environment: Environment, rec: Recorder) -> None:
 
 
 def _on_test_start(environment: Environment, rec: Recorder) -> None:
-    opts = environment.parsed_options
+    opts = rec.opts
     runner = environment.runner
     if rec.runlog is not None:
         _write_goodput_meta(rec, opts.goodput)

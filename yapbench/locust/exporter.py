@@ -17,7 +17,7 @@ log = logging.getLogger("yapbench")
 
 
 def install(environment: Environment, rec: Recorder) -> None:
-    port = environment.parsed_options.prometheus_port
+    port = rec.opts.prometheus_port
     if not port or rec.is_worker:
         return
     from ..promexport import LoadMetrics, serve  # prometheus_client only when asked for: imports delay the start

@@ -33,7 +33,7 @@ def finish_test(environment: Environment, rec: Recorder) -> None:
     test = rec.end_test()
     if test is None:
         return
-    opts = environment.parsed_options
+    opts = rec.opts
     cmd = [sys.executable, "-m", "yapbench.finish", str(test.dir)]
     if opts.no_report:
         cmd.append("--no-report")

@@ -93,10 +93,6 @@ class Recorder:
         assert self.environment.runner is not None
         return self.environment.runner
 
-    @property
-    def targets(self) -> list[str]:
-        return self.plan.targets
-
     def begin_test(self) -> None:
         """At test start: the plan from the options of this start (the web UI's form, the master's spawn message),
         a run directory of its own (master or standalone), and the slot poller."""

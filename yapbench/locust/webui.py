@@ -94,6 +94,8 @@ def install(environment: Environment, rec: Recorder) -> None:
     web_ui = environment.web_ui
     if web_ui is None:
         return
+    app = web_ui.app
+    assert app is not None  # (Locust's WebUI makes it in its constructor)
     web_ui.template_args["extended_tabs"] = [{"title": "STT", "key": TAB_KEY}]
     web_ui.template_args["extended_tables"] = [
         {"key": TAB_KEY, "structure": [{"key": k, "title": t} for k, t in COLUMNS]}]
@@ -101,7 +103,7 @@ def install(environment: Environment, rec: Recorder) -> None:
     def snapshot() -> dict:
         return rec.live.snapshot()
 
-    @web_ui.app.before_request
+    @app.before_request
     def _check_form():
         if request.path != "/swarm" or request.method != "POST":
             return None
@@ -115,7 +117,7 @@ def install(environment: Environment, rec: Recorder) -> None:
             return jsonify({"success": False, "message": f"yapbench: {exc}", "host": environment.host})
         return None
 
-    @web_ui.app.after_request
+    @app.after_request
     def _extend(response):
         if request.path == "/stats/requests" and response.is_json:
             body = response.get_json()
@@ -129,22 +131,22 @@ def install(environment: Environment, rec: Recorder) -> None:
 
     auth = web_ui.auth_required_if_enabled
 
-    @web_ui.app.route("/stt/ui.js")
+    @app.route("/stt/ui.js")
     @auth
     def _script() -> Response:
         return send_from_directory(STATIC, "stt.js", mimetype="text/javascript", max_age=0)
 
-    @web_ui.app.route("/stt/stats")
+    @app.route("/stt/stats")
     @auth
     def _stt_stats():
         return jsonify(snapshot())
 
-    @web_ui.app.route("/stt/chart")
+    @app.route("/stt/chart")
     @auth
     def _chart():
         return jsonify({"interval_s": INTERVAL_S, "points": rec.live.chart(float(request.args.get("since", -1)))})
 
-    @web_ui.app.route("/stt/runs")
+    @app.route("/stt/runs")
     @auth
     def _runs():
         return jsonify({"runs": [{
@@ -154,7 +156,7 @@ def install(environment: Environment, rec: Recorder) -> None:
             else None,
         } for t in rec.history.entries]})
 
-    @web_ui.app.route("/stt/runs/<int:number>/<path:name>")
+    @app.route("/stt/runs/<int:number>/<path:name>")
     @auth
     def _run_file(number: int, name: str) -> Response:
         test = rec.history.find(number)
