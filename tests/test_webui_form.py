@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -159,3 +160,20 @@ def test_every_form_field_takes_effect_at_each_start(ref_server, tmp_path):
     regression = [c for c in cases if "outcomes.ok" in c.get("name", "")]
     assert regression and regression[0].find("skipped") is None  # the baseline field was applied
     assert not (tmp_path / "run-3").exists()
+
+
+def test_a_field_yapbench_cannot_use_is_answered_in_the_form_and_starts_nothing(ref_server, tmp_path):
+    server = ref_server(step_ms=1)
+    with locust_web_ui(server.url, "--run-dir", str(tmp_path / "run"), log=tmp_path / "locust.log") as base:
+        def start(**fields: str) -> dict:
+            form = {"user_count": "1", "spawn_rate": "1", "host": server.url, **fields}
+            answer = urllib.request.urlopen(f"{base}/swarm", data=urllib.parse.urlencode(form).encode(), timeout=30)
+            return json.loads(answer.read())
+
+        bad_samples = start(samples="no-such-sample-*")
+        assert not bad_samples["success"] and "'no-such-sample-*' matches nothing" in bad_samples["message"]
+        ramp_without_time = start(shape="ramp", run_time="")
+        assert not ramp_without_time["success"] and "needs a run time" in ramp_without_time["message"]
+        bad_gates = start(gates=str(tmp_path / "missing.toml"))
+        assert not bad_gates["success"] and "missing.toml" in bad_gates["message"]
+        assert runs(base) == [] and not (tmp_path / "run").exists()  # no test started
