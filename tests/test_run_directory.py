@@ -155,3 +155,4 @@ def test_values_on_and_beside_every_edge_fall_in_their_own_bucket(dtype: type) -
                              np.array([0.0, -1.0, 1e-9, 4e6, np.inf], dtype=dtype)))
     want = np.searchsorted(loghist.EDGES, values.astype(np.float64), side="right")
     assert (loghist.bucket_of(values) == np.minimum(want, loghist.BUCKETS - 1)).all()
+    assert loghist.bucket_of(np.array([np.nan, -np.inf], dtype=dtype)).tolist() == [0, 0]

@@ -47,8 +47,8 @@ def _bucket_of(values_ms: np.ndarray) -> np.ndarray:
     # with the edges below, in the values' own precision, puts every value in its exact bucket.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         k = np.log(v.astype(np.float32, copy=False) * _PER_LOW) * _PER_LOG_R + np.float32(1)
-    k = np.nan_to_num(k, nan=0.0, neginf=0.0, posinf=BUCKETS - 1)
-    k = np.clip(k, 0, BUCKETS - 1).astype(np.int16)  # truncation is the floor: k >= 0 here
+    # fmax/fmin pass over a NaN (the log of a NaN or a negative value): it goes to bucket 0 as -inf does.
+    k = np.fmin(np.fmax(k, np.float32(0)), np.float32(BUCKETS - 1)).astype(np.int16)  # >= 0: truncation is floor
     up = (k < BUCKETS - 1) & (v >= EDGES[np.minimum(k, BUCKETS - 1)])
     down = (k > 0) & (v < EDGES[np.maximum(k - 1, 0)])
     return (k + up - down).astype(np.int16)
