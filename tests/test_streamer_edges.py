@@ -3,6 +3,8 @@ its socket, and that a stream which fails leaves nothing armed in the hub."""
 
 from __future__ import annotations
 
+import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,14 +17,17 @@ import websockets.sync.server as wss
 
 from yapbench.audio import load_clip
 from yapbench.metrics import Outcome
-from yapbench.protocol import Audio, Marker, decode_client_message
+from yapbench.protocol import Audio, Marker, Ready, decode_client_message
 from yapbench.samples import DEFAULT_MANIFEST
 from yapbench.session import SessionConfig, run_session
-from yapbench.streamer import LINGER_S, PreparedClip, prepare_clip
+from yapbench.streamer import PreparedClip, prepare_clip
 
-# Silence frames after the Marker: ~15 MB, more than loopback's socket buffers hold (a few MB each way), so the
-# burst is still being written when the server answers.
+# Silence frames after the Marker: ~19 MB, far more than the client's socket buffer (Linux grows it to 4 MB at most by
+# default) and the server's (fixed small by SERVER_RCVBUF), so the burst is still being written when the server
+# answers.
 BIG_FLUSH = 2000
+SERVER_RCVBUF = 64 * 1024  # set, not grown by the kernel's autotuning (which may reach 32 MB)
+FILL_S = 1.0  # ample for the client to stream the 1.5 s clip at speed 50 and fill its socket with the burst
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +38,15 @@ def short_clip() -> PreparedClip:
 
 @contextmanager
 def bare_server(handler: Callable) -> Iterator[str]:
-    """A WebSocket server (the `websockets` library: it validates every frame it reads) on a loopback port."""
-    with wss.serve(handler, "127.0.0.1", 0, max_size=None) as srv:
+    """A WebSocket server (the `websockets` library: it validates every frame it reads) on a loopback port, with a
+    small fixed receive buffer: a client's bytes wait in the client while the handler does not read."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SERVER_RCVBUF)  # accepted sockets inherit it
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    with wss.serve(handler, sock=listener, max_size=None) as srv:
         threading.Thread(target=srv.serve_forever, daemon=True).start()
-        yield f"127.0.0.1:{srv.socket.getsockname()[1]}"
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
         srv.shutdown()
 
 
@@ -48,61 +58,47 @@ def wait_in_hub(event: threading.Event, timeout: float) -> bool:
     return event.is_set()
 
 
-def test_a_close_after_an_early_answer_completes_the_half_sent_frame_and_drops_the_rest(short_clip):
-    """The server answers the Marker while the flush silence is still being written: the client's close (1000) comes
-    after whole frames, and the frames it had not begun are not sent."""
+def early_answer(clip: PreparedClip, deaf_after_answer_s: float) -> dict:
+    """One session against a server that answers the Marker before reading anything (once the client's socket is
+    full of the flush burst, so that a frame is half in it), reads nothing more for `deaf_after_answer_s`, then
+    reads everything. Returns what the server saw: Audio messages, the close code, and whether the session's result
+    came before the server read again."""
+    marker_ids: queue.Queue[int] = queue.Queue()
     seen: dict = {"audio": 0}
     finished = threading.Event()
 
     def handler(ws):
         ws.send(msgpack.packb({"type": "Ready"}))
+        marker_id = marker_ids.get(timeout=10)
+        time.sleep(FILL_S)
+        ws.send(msgpack.packb({"type": "Marker", "id": marker_id}))
+        time.sleep(deaf_after_answer_s)
+        seen["reading_again"] = True
         try:
-            for data in ws:
-                msg = decode_client_message(data)  # every frame must be a whole, valid message
-                if isinstance(msg, Audio):
-                    seen["audio"] += 1
-                elif isinstance(msg, Marker):
-                    ws.send(msgpack.packb({"type": "Marker", "id": msg.id}))
-                    time.sleep(0.5)  # stop reading a while: the client's socket fills and a frame is half in it
+            for data in ws:  # every frame must be a whole, valid message
+                seen["audio"] += isinstance(decode_client_message(data), Audio)
         finally:
             seen["close_code"] = ws.close_code
             finished.set()
 
+    def on_message(stream, msg, _now) -> None:
+        if isinstance(msg, Ready):
+            marker_ids.put(stream.marker_id)
+
     with bare_server(handler) as url:
-        r = run_session(SessionConfig(url, speed=50, flush_frames=BIG_FLUSH), short_clip)
-        assert wait_in_hub(finished, 20)
+        r = run_session(SessionConfig(url, speed=50, flush_frames=BIG_FLUSH), clip, listener=on_message)
+        seen["result_first"] = "reading_again" not in seen
+        assert wait_in_hub(finished, deaf_after_answer_s + 30)
     assert r.outcome == Outcome.OK, r.error
+    return seen
+
+
+def test_a_close_after_an_early_answer_completes_the_half_sent_frame_and_drops_the_rest(short_clip):
+    """The client's close (1000) comes after whole frames: the half-sent one completed, those not begun dropped."""
+    seen = early_answer(short_clip, deaf_after_answer_s=0.5)
     assert seen["close_code"] == 1000  # a clean close, read where a frame starts (spliced, it is 1002 or 1006)
     assert short_clip.n_frames <= seen["audio"] < short_clip.n_frames + BIG_FLUSH
-
-
-def test_a_close_the_server_does_not_make_room_for_is_given_up(short_clip):
-    """The server answers, then reads nothing for longer than the client lingers: the session's result does not wait
-    for the close, and the client gives the close up (the server then sees the connection end inside a frame, and
-    no close frame)."""
-    resumed, finished = threading.Event(), threading.Event()
-    seen: dict = {}
-
-    def handler(ws):
-        ws.send(msgpack.packb({"type": "Ready"}))
-        try:
-            for data in ws:
-                msg = decode_client_message(data)
-                if isinstance(msg, Marker) and not resumed.is_set():
-                    ws.send(msgpack.packb({"type": "Marker", "id": msg.id}))
-                    time.sleep(LINGER_S + 2)
-                    resumed.set()
-        finally:
-            seen["close_code"] = ws.close_code
-            finished.set()
-
-    with bare_server(handler) as url:
-        r = run_session(SessionConfig(url, speed=50, flush_frames=BIG_FLUSH), short_clip)
-        returned_before_the_server_read_again = not resumed.is_set()
-        assert wait_in_hub(finished, LINGER_S + 30)
-    assert r.outcome == Outcome.OK, r.error
-    assert returned_before_the_server_read_again
-    assert seen["close_code"] == 1006  # ended without a close frame: lingering forever would have completed it (1000)
+    assert seen["result_first"]  # the session's result did not wait for the close
 
 
 def _hub_watchers() -> int:
