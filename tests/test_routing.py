@@ -13,35 +13,48 @@ from yapbench.routing import LeastLoaded
 A, B = "ws://10.0.0.1:8080", "ws://10.0.0.2:8080"
 
 
+def readings(free: dict[str, int], round_: int = 1, rounds: dict[str, int] | None = None):
+    """A poller's `free`: each target's free slots, read in `round_` (or its own round in `rounds`)."""
+    return lambda t: (free.get(t), (rounds or {}).get(t, round_) if t in free else -1)
+
+
 def test_an_ended_session_gives_its_slot_back_before_the_next_reading():
     # A reading of A with 2 free slots, B with 1; every session ends before the next: A always has more room.
     # (Counting starts only, the second session would see A and B level, and B, first in the list, would get it.)
-    routing, free = LeastLoaded(), {A: 2, B: 1}.get
+    routing, free = LeastLoaded(), readings({A: 2, B: 1})
     picks = []
     for _ in range(10):
-        picks.append(routing.pick([B, A], free, generation=1))
-        routing.ended(picks[-1], generation=1)
+        picks.append(routing.pick([B, A], free))
+        routing.ended(picks[-1], free)
     assert picks == [A] * 10
 
 
 def test_sessions_started_since_the_reading_fill_a_target_until_the_next_reading():
     routing = LeastLoaded()
-    free = {A: 3, B: 1}.get
+    free = readings({A: 3, B: 1})
     # A until it is down to B's room (level: the first in the list wins), then B
-    assert [routing.pick([A, B], free, 1) for _ in range(4)] == [A, A, A, B]
-    assert routing.pick([A, B], free, 1) == A  # both full (3 - 3, 1 - 1): the first in the list, now one over
-    routing.ended(A, 1)
-    routing.ended(A, 1)  # two of A's sessions ended: A has a free slot again, B none
-    assert routing.pick([A, B], free, 1) == A
+    assert [routing.pick([A, B], free) for _ in range(4)] == [A, A, A, B]
+    assert routing.pick([A, B], free) == A  # both full (3 - 3, 1 - 1): the first in the list, now one over
+    routing.ended(A, free)
+    routing.ended(A, free)  # two of A's sessions ended: A has a free slot again, B none
+    assert routing.pick([A, B], free) == A
     # a new reading counts every session started or ended before it: the counts start over
-    assert routing.pick([A, B], {A: 0, B: 2}.get, 2) == B
-    assert routing.pick([A, B], {A: 2, B: 0}.get, 3) == A
+    assert routing.pick([A, B], readings({A: 0, B: 2}, 2)) == B
+    assert routing.pick([A, B], readings({A: 2, B: 0}, 3)) == A
+
+
+def test_a_target_that_missed_a_poll_round_keeps_the_sessions_counted_against_its_older_reading():
+    routing = LeastLoaded()
+    assert [routing.pick([A, B], readings({A: 3, B: 3})) for _ in range(4)] == [A, B, A, B]
+    # Round 2 reads B only (A's poll timed out): A's reading is round 1's, and its two sessions since still count:
+    # A has 3 - 2 = 1 free, B 2 by its new reading. (Forgetting A's sessions at B's new round would give A 3.)
+    assert routing.pick([A, B], readings({A: 3, B: 2}, rounds={A: 1, B: 2})) == B
 
 
 def test_a_target_without_a_reading_gets_a_session_only_when_none_has_one():
     routing = LeastLoaded()
-    assert {routing.pick([A, B], {B: 0}.get, 1) for _ in range(5)} == {B}  # B full, but A's room is unknown
-    assert routing.pick([A, B], {}.get, 2) == A
+    assert {routing.pick([A, B], readings({B: 0})) for _ in range(5)} == {B}  # B full, but A's room is unknown
+    assert routing.pick([A, B], readings({}, 2)) == A
 
 
 def fleet_run(ref_server, tmp_path, policy: str) -> tuple[dict, dict]:

@@ -147,6 +147,7 @@ class SlotPoller(TargetPoller):
     def __init__(self, targets: list[str], run_dir: Path | None, interval_s: float = 1.0) -> None:
         super().__init__(targets, run_dir, interval_s)
         self.latest: dict[str, tuple[int, int]] = {}
+        self.read_in: dict[str, int] = {}  # target -> the round (generation) of its latest reading
 
     def read(self, target: str) -> tuple[int, int] | None:
         slots = read_slots(target)
@@ -154,8 +155,10 @@ class SlotPoller(TargetPoller):
             self.failures[target] = "no batched_asr slots in /api/modules_info"
             return None
         self.latest[target] = slots
+        self.read_in[target] = self.generation
         return slots
 
-    def free(self, target: str) -> int | None:
+    def free(self, target: str) -> tuple[int | None, int]:
+        """(free slots, the poll round they were read in) of the target's latest reading; (None, -1) before one."""
         slots = self.latest.get(target)
-        return None if slots is None else slots[1] - slots[0]
+        return (None, -1) if slots is None else (slots[1] - slots[0], self.read_in[target])

@@ -143,7 +143,7 @@ class Recorder:
         poller = self.poller
         targets = self.plan.targets
         if self.plan.policy == "least_loaded" and poller is not None and poller.latest:
-            return self.routing.pick(targets, poller.free, poller.generation)
+            return self.routing.pick(targets, poller.free)
         target = targets[self._next_target % len(targets)]
         self._next_target += 1
         return target
@@ -152,7 +152,7 @@ class Recorder:
 
     def record(self, result: SessionResult) -> None:
         if self.plan.policy == "least_loaded" and self.poller is not None and result.target:
-            self.routing.ended(result.target, self.poller.generation)
+            self.routing.ended(result.target, self.poller.free)
         self.outbox.append(rows_of(result))
         if not self.is_worker and self._store_later is None:
             self._store_later = gevent.spawn_later(STORE_INTERVAL_S, self.store_outbox)
