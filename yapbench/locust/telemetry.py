@@ -10,18 +10,18 @@ from __future__ import annotations
 import logging
 
 from pathlib import Path
+from typing import Any
 
 from locust.env import Environment
 
 from ..servermetrics import Fetch, MetricsScraper
-from .recorder import Recorder, recorder_for
+from .recorder import Recorder
 
 log = logging.getLogger("yapbench")
 
 
 class ServerTelemetry:
-    def __init__(self, environment: Environment, targets: list[str], run_dir: Path) -> None:
-        opts = recorder_for(environment).opts
+    def __init__(self, opts: Any, targets: list[str], run_dir: Path) -> None:
         fetchers: dict[str, Fetch] = {}
         self._executors: list = []
         if opts.provision:
@@ -49,7 +49,7 @@ def install(environment: Environment, rec: Recorder) -> None:
     def start(**_kw) -> None:
         stop()
         if rec.runlog is not None:
-            running.append(ServerTelemetry(environment, rec.plan.targets, rec.runlog.dir))
+            running.append(ServerTelemetry(rec.opts, rec.plan.targets, rec.runlog.dir))
 
     def stop(**_kw) -> None:
         while running:
