@@ -177,3 +177,34 @@ def test_a_field_yapbench_cannot_use_is_answered_in_the_form_and_starts_nothing(
         bad_gates = start(gates=str(tmp_path / "missing.toml"))
         assert not bad_gates["success"] and "missing.toml" in bad_gates["message"]
         assert runs(base) == [] and not (tmp_path / "run").exists()  # no test started
+
+
+def test_distributed_web_ui_tests_each_get_their_samples_and_run_directory(ref_server, tmp_path):
+    # Locust's master hands the form's options to its workers with each spawn: each worker rebuilds its plan from
+    # them at the test's start, and the master writes each test's records into that test's own directory.
+    server = ref_server(step_ms=1)
+    run_dir = tmp_path / "run"
+    stop_timeout = 3  # after a stop, Locust's workers wait this long before they take the next test
+    with locust_web_ui(server.url, "--processes", "2", "--run-dir", str(run_dir), "--no-report", "--speed", "4",
+                       "--think-time", "0.1", "--stop-timeout", str(stop_timeout), log=tmp_path / "locust.log") as base:
+        refusals = []
+        for number, samples in ((1, "short-noisy.wav"), (2, "real/en_ljspeech_LJ002-00*")):
+            form = {"user_count": "2", "spawn_rate": "2", "host": server.url, "run_time": "5s", "samples": samples}
+            deadline = time.monotonic() + 30
+            while True:
+                answer = json.loads(urllib.request.urlopen(
+                    f"{base}/swarm", data=urllib.parse.urlencode(form).encode(), timeout=30).read())
+                if answer["success"] or time.monotonic() > deadline:
+                    break
+                refusals.append(answer["message"])  # no worker ready: said in the form, not a silent non-start
+                time.sleep(0.5)
+            assert answer["success"], refusals
+            wait_finished(base, number)
+    assert all("no worker is ready yet" in m and f"{stop_timeout:g} s" in m for m in refusals), refusals
+    s1, s2 = sessions(run_dir), sessions(tmp_path / "run-2")
+    assert {s["sample"] for s in s1} == {"short-noisy.wav"} and Counter(s["outcome"] for s in s1)["ok"] > 0
+    assert s2 and all(s["sample"].startswith("real/en_ljspeech_LJ002-00") for s in s2)
+    assert len({s["worker"] for s in s1 + s2}) == 2  # both workers streamed
+    meta2 = json.loads((tmp_path / "run-2" / "run.json").read_text())
+    assert meta2["distributed"] and meta2["test_number"] == 2
+    assert all(s["started_at"] >= meta2["started_at"] for s in s2)

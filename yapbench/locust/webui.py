@@ -22,7 +22,7 @@ from pathlib import Path
 import gevent
 from flask import Response, abort, jsonify, request, send_from_directory
 from locust.env import Environment
-from locust.runners import STATE_RUNNING, STATE_SPAWNING
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner
 from locust.util.timespan import parse_timespan
 from werkzeug.datastructures import MultiDict
 
@@ -109,6 +109,12 @@ def install(environment: Environment, rec: Recorder) -> None:
             return None
         if environment.runner.state in (STATE_RUNNING, STATE_SPAWNING):
             return None  # editing a running test changes only its user count
+        if isinstance(environment.runner, MasterRunner) and environment.runner.worker_count == 0:
+            # Locust's master would answer "success" and start nothing: after a stop, each worker waits
+            # --stop-timeout before it reports ready again.
+            return jsonify({"success": False, "host": environment.host, "message": (
+                "yapbench: no worker is ready yet (after a test stops, Locust's workers wait --stop-timeout, "
+                f"{environment.stop_timeout:g} s, before they take the next one): start again in a moment")})
         if environment.available_shape_classes:
             return None  # the locustfile's own shapes: Locust's picker chooses
         try:
