@@ -79,6 +79,8 @@ def test_headless_run_records_exactly_what_the_server_saw(ref_server, tmp_path):
     assert got["words"] == seen["words"] > 0
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["users"] == 6 and meta["ended_at"] > meta["started_at"] and "mid.wav" not in meta["samples"]
+    # the command as a person types it in the checkout: no interpreter or checkout path in a report
+    assert meta["command"][:3] == ["locust", "-f", "locustfiles/stt.py"], meta["command"]
     frames = sum(s["frames_sent"] for s in got["sessions"])
     assert len(read_send_lag(run_dir)) == frames
     # Locust's own stats carry the same counts: rejections are failures with no latency

@@ -20,14 +20,13 @@ from typing import Callable
 import numpy as np
 
 from .. import loghist
-from ..metricdefs import METRICS, SEND_LAG, Metric, Source
+from ..metricdefs import GENERATOR_LAG_LIMIT_MS, METRICS, SEND_LAG, Metric, Source
 from ..metrics import NOT_SERVED, PERCENTILES, summarize
 from ..runlog import Batch, send_lags, word_values
 
 LIVE_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.live)
 RAW_METRICS = tuple(m for m in LIVE_METRICS if m.source != Source.FRAME)  # exact, from raw values
 TABLE_METRICS = tuple(m.suffixed for m in LIVE_METRICS)  # the tab's row names and the snapshot's keys
-SEND_LAG_WARN_MS = 10.0
 INTERVAL_S = 2.0  # one chart point; the STT tab refreshes at the same period
 # The table's percentiles cover the values recorded in the last 10 s (at 10,000 streams, ~250,000 word lags):
 # recent enough to follow the load, cheap enough to recompute every 2 s (benchmarks/RESULTS.md, "Live STT tab").
@@ -175,7 +174,7 @@ class LiveStats:
             "sessions": sessions,
             "rejection_rate": outcomes.get("rejected", 0) / sessions if sessions else 0.0,
             "active_streams": self.active_streams,
-            "generator_bound": send_p99 is not None and send_p99 > SEND_LAG_WARN_MS,
+            "generator_bound": send_p99 is not None and send_p99 > GENERATOR_LAG_LIMIT_MS,
         }
 
     def chart(self, since: float = -1.0) -> list[dict]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import gevent
@@ -261,7 +262,7 @@ class Recorder:
             "run_time_s": opts.run_time,
             SETTLE_KEY: opts.settle,
             "distributed": self.is_master,
-            "command": redact_argv(sys.argv),
+            "command": redact_argv(as_typed(sys.argv, Path.cwd())),
         })
 
     def mark(self, key: str) -> None:
@@ -273,6 +274,20 @@ class Recorder:
     def _write_meta(self, meta: dict) -> None:
         assert self.runlog is not None  # the master's or a standalone process's
         self.runlog.write_meta(meta)
+
+
+def as_typed(argv: list[str], cwd: Path) -> list[str]:
+    """The command line as a person typed it: `locust` for Locust's __main__.py (`python -m locust`, or the script
+    `sys.argv[0]` names), and paths below the working directory relative to it (no home or checkout paths in a
+    report)."""
+
+    def relative(arg: str) -> str:
+        path = Path(arg)
+        return str(path.relative_to(cwd)) if path.is_absolute() and path.is_relative_to(cwd) else arg
+
+    program = Path(argv[0]) if argv else Path("locust")
+    name = "locust" if program.parent.name == "locust" or program.name == "locust" else program.name
+    return [name, *map(relative, argv[1:])]
 
 
 def redact_argv(argv: list[str]) -> list[str]:

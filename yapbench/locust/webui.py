@@ -27,9 +27,10 @@ from locust.util.timespan import parse_timespan
 from werkzeug.datastructures import MultiDict
 
 from ..errors import UserError
+from ..metricdefs import GENERATOR_LAG_LIMIT_MS
 from ..metrics import PERCENTILES
 from ..report.outputs import REPORT
-from .live import INTERVAL_S, SEND_LAG_WARN_MS, TABLE_METRICS
+from .live import INTERVAL_S, TABLE_METRICS
 from .recorder import Recorder
 from .shapes import shape_from_options, use_shape
 
@@ -53,7 +54,7 @@ def table_rows(snapshot: dict) -> list[dict]:
     rows.append({"metric": "rejection rate", "count": f"{snapshot['rejection_rate']:.1%}"})
     rows.append({"metric": "active streams", "count": snapshot["active_streams"]})
     if snapshot["generator_bound"]:
-        rows.append({"metric": f"WARNING: generator send lag p99 > {SEND_LAG_WARN_MS:g} ms: the load generator, "
+        rows.append({"metric": f"WARNING: generator send lag p99 > {GENERATOR_LAG_LIMIT_MS:g} ms: the load generator, "
                                "not the server, is the bottleneck (add workers)", "count": ""})
     return rows
 
