@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from webui_browser import chromium_page, keep_screenshot, locust_web_ui, needs_chromium
+from webui_browser import chromium_page, keep_screenshot, locust_web_ui, needs_chromium, updating_screenshots
 
 from yapbench.metricdefs import METRICS
 
@@ -53,15 +53,18 @@ def test_stt_tab_renders_its_numbers_move_and_charts_draw(ref_server, tmp_path):
         drawn = {series for series, d in paths if d}
         assert {"first_word_ms_p95", "word_lag_ms_p50", "active_streams", "used_slots", "rejections_per_s",
                 "send_lag_ms_p99"} <= drawn, paths
-        chart = json.loads(urllib.request.urlopen(f"{base}/stt/chart", timeout=5).read())
-        points = chart["points"]
-        assert len(points) >= 3
+        deadline = time.monotonic() + 20  # a point every 2 s: wait for a third, however far the test got by now
+        while len(points := json.loads(urllib.request.urlopen(f"{base}/stt/chart", timeout=5).read())["points"]) < 3:
+            assert time.monotonic() < deadline, points
+            time.sleep(0.5)
         assert all(b["t"] - a["t"] == pytest.approx(2.0, abs=0.6) for a, b in zip(points, points[1:]))
         # 8 users, 6 slots: the server's used slots stay at or below its 6, the rejections show up
         assert max(p["used_slots"] for p in points if p["used_slots"] is not None) <= 6
         assert any(p["rejections_per_s"] > 0 for p in points)
         assert max(p["active_streams"] for p in points) <= 8
         shot = tmp_path / "stt-tab.png"
+        if updating_screenshots():
+            time.sleep(60)  # the README's picture: a minute of chart points, not the few this test needs
         page.screenshot(path=str(shot), full_page=True)
         keep_screenshot(shot, "stt-tab.png")
         snap = json.loads(urllib.request.urlopen(f"{base}/stt/stats", timeout=5).read())

@@ -73,8 +73,12 @@ def chromium_page(width: int = 1400, height: int = 1000):
             browser.close()
 
 
+def updating_screenshots() -> bool:
+    return os.environ.get(UPDATE_IMAGES_ENV) == "1"
+
+
 def keep_screenshot(shot: Path, name: str) -> None:
     """With YAPBENCH_UPDATE_SCREENSHOTS=1, the screenshot becomes the README's picture docs/img/NAME."""
-    if os.environ.get(UPDATE_IMAGES_ENV) == "1":
+    if updating_screenshots():
         IMAGES.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, IMAGES / name)
