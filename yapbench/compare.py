@@ -92,9 +92,8 @@ def _values(run: RunData, metric: str) -> np.ndarray:
     served = run.sessions["served"].to_numpy(dtype=bool)
     if metric in SESSION_METRICS:
         v = run.sessions[served][SESSION_METRICS[metric]].to_numpy(dtype=np.float64)
-    elif metric in WORD_METRICS:
-        words = run.words[served[run.words["srow"].to_numpy()]] if len(run.words) else run.words
-        v = words[WORD_METRICS[metric]].to_numpy(dtype=np.float64)
+    elif metric in WORD_METRICS:  # words are of served sessions only (report.load)
+        v = run.words[WORD_METRICS[metric]].to_numpy(dtype=np.float64)
     else:
         v = send_lag_values(run)
     return v[~np.isnan(v)]

@@ -27,6 +27,7 @@ class Smoothing(StrEnum):
 UNMUTE_IGNORED_STEPS = 12
 UNMUTE_HALF_LIFE_S = 0.01
 UNMUTE_INITIAL = 1.0
+UNMUTE_ALPHA = 1.0 - 2.0 ** (-FRAME_SECONDS / UNMUTE_HALF_LIFE_S)  # the EMA's weight of each new Step
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,6 @@ class Detector:
         self.signal = False
         self._steps = 0
         self._value = UNMUTE_INITIAL
-        self._alpha = 1.0 - 2.0 ** (-FRAME_SECONDS / UNMUTE_HALF_LIFE_S)
 
     def above(self, prs: tuple[float, ...]) -> bool | None:
         if len(prs) <= self.rule.head:
@@ -74,5 +74,5 @@ class Detector:
         self._steps += 1
         if self._steps <= UNMUTE_IGNORED_STEPS:
             return None
-        self._value += self._alpha * (raw - self._value)
+        self._value += UNMUTE_ALPHA * (raw - self._value)
         return self._value >= self.rule.threshold

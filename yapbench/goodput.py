@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .metricdefs import SESSION_METRICS, WORD_METRICS
 from .report.schema import ALIASES
-from .slo import OPS, Kind, SloError, parse_value, split_condition
+from .slo import Kind, SloError, parse_value, split_condition
 
 WORD_STATS = ("min", "mean", "max", "p50", "p90", "p95", "p99")
 
@@ -67,6 +67,4 @@ def parse_objective(text: str) -> Objective:
     else:
         raise SloError(f"{where}: unknown per-session metric {head!r} "
                        f"(known: {', '.join([*SESSION_METRICS, *WORD_METRICS])})")
-    if op not in OPS:
-        raise SloError(f"{where}: OP must be one of {', '.join(OPS)}")
     return Objective(text.strip(), head, stat_or_none, op, parse_value(value, Kind.TIME, context=where))

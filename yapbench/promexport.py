@@ -20,16 +20,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from .metricdefs import BY_NAME
+from .metricdefs import BY_NAME, GENERATOR_LAG_LIMIT_MS
 from .metrics import NOT_SERVED
 from .runlog import Batch, send_lags, word_values
 
 PREFIX = "yapbench"
 LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)  # seconds
 SEND_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
-SEND_LAG_LIMIT_S = 0.010  # a p99 above this: the generator, not the server, sets the pace (docs/metrics.md)
+SEND_LAG_LIMIT_S = GENERATOR_LAG_LIMIT_MS / 1000.0  # a p99 above it: the generator, not the server, sets the pace
 OVERLOAD_WINDOW_S = 30.0
-NOT_SERVED_NAMES = frozenset(str(o) for o in NOT_SERVED)
 
 class BulkHistogram:
     """Cumulative bucket counts per label value, fed whole arrays at a time."""
@@ -83,7 +82,7 @@ class LoadMetrics(Collector):
                 target = str(record.get("target") or "")
                 key = (str(record["outcome"]), target)
                 self.sessions[key] = self.sessions.get(key, 0) + 1
-                if key[0] in NOT_SERVED_NAMES:
+                if key[0] in NOT_SERVED:  # Outcome is a StrEnum: the record's string matches
                     continue
                 for hist, metric in ((self.first_word, BY_NAME["first_word"]), (self.finalize, BY_NAME["finalize"])):
                     if record.get(metric.field) is not None:

@@ -183,7 +183,7 @@ class RunLog:
         self._send_lag = open(self.dir / SEND_LAG, "ab")
         self._hist = open(self.dir / SEND_LAG_HIST, "ab")
         self.raw_lags = self._send_lag.tell() // SEND_LAG_DTYPE.itemsize
-        self.raw_capped = bool(read_meta(self.dir).get(RAW_CAPPED_KEY)) if (self.dir / RUN_META).exists() else False
+        self.raw_capped = raw_capped(read_meta(self.dir)) if (self.dir / RUN_META).exists() else False
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # histogram keys and counts not yet written
         self._last_hist_flush = time.monotonic()
 

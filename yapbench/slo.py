@@ -65,7 +65,7 @@ class MetricPath:
 
     def count(self, summary: dict) -> float | None:
         """How many values the statistic at this path was computed from, when the summary says."""
-        return MetricPath((*self.keys[:-1], "count"), Kind.NUMBER).value(summary) if len(self.keys) >= 2 else None
+        return number_at(summary, (*self.keys[:-1], "count")) if len(self.keys) >= 2 else None
 
     def too_few(self, summary: dict) -> str | None:
         """Why this percentile cannot be judged in `summary` (too few values), or None when it can."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .metricdefs import METRICS, Source
+from .metricdefs import Source, of
 from .metrics import SessionResult, summarize
 
 
@@ -12,9 +12,8 @@ def _ms(v: float | None) -> str:
 
 def session_summary_lines(r: SessionResult) -> list[str]:
     lines = [f"outcome        {r.outcome}" + (f"  ({r.error})" if r.error else "")]
-    for metric in METRICS:
-        if metric.source == Source.SESSION:
-            lines.append(f"{metric.label:<15}{_ms(getattr(r, metric.field))}")
+    for metric in of(Source.SESSION):
+        lines.append(f"{metric.label:<15}{_ms(getattr(r, metric.field))}")
     lag = summarize([w.lag_ms for w in r.words])
     if lag:
         lines.append(f"{'word lag':<15}p50 {lag['p50']:.1f} ms  p95 {lag['p95']:.1f} ms  max {lag['max']:.1f} ms"

@@ -140,9 +140,9 @@ def replicates(run: RunData, path: MetricPath, stream: int = 0, b: int = REPLICA
     if head in SESSION_METRICS:
         values = sessions[served][SESSION_METRICS[head]].to_numpy(dtype=np.float64)
     elif head in WORD_METRICS:
-        in_served = served[_local_rows(sessions, words)] if len(words) else np.zeros(0, dtype=bool)
-        values = words[in_served][WORD_METRICS[head]].to_numpy(dtype=np.float64)
-        session_of = words[in_served]["srow"].to_numpy()
+        # words are of served sessions only (report.load): no filter needed
+        values = words[WORD_METRICS[head]].to_numpy(dtype=np.float64)
+        session_of = words["srow"].to_numpy()
         ok = ~np.isnan(values)
         return _clustered(values[ok], session_of[ok], path, rng)
     elif head == SEND_LAG_METRIC and path.keys[0] != TARGETS:
@@ -174,11 +174,6 @@ def _clustered(values: np.ndarray, sessions: np.ndarray, path: MetricPath,
             return None
         return ratio_replicates(np.bincount(c, weights=values), np.bincount(c).astype(np.float64), rng)
     return None
-
-
-def _local_rows(sessions: pd.DataFrame, words: pd.DataFrame) -> np.ndarray:
-    """Each word's row in `sessions` (a filtered frame keeps the original index; words point at original rows)."""
-    return pd.Index(sessions.index).get_indexer(words["srow"].to_numpy())
 
 
 def _rate(sessions: pd.DataFrame, name: str, rng: np.random.Generator, b: int) -> np.ndarray | None:

@@ -34,6 +34,7 @@ from ..errors import UserError
 from ..goodput import parse_objectives
 from ..metrics import Outcome, SessionResult
 from ..session import epoch
+from .client import REQUEST_TYPE
 from .recorder import Recorder, recorder_for
 
 log = logging.getLogger("yapbench")
@@ -113,8 +114,8 @@ class ArrivalClock:
                                worker=self.recorder.plan.session_cfg.worker,
                                due_at=epoch(due), start_lag_ms=late_s * 1000.0)
         self.recorder.record(result)
-        # Locust's failure table shows drops beside the sessions' failures (client.py's request type, "STT").
-        self.environment.events.request.fire(request_type="STT", name="session", response_time=None,
+        # Locust's failure table shows drops beside the sessions' failures.
+        self.environment.events.request.fire(request_type=REQUEST_TYPE, name="session", response_time=None,
                                              response_length=0, exception=DroppedArrival(why.split(" (")[0]),
                                              context={"outcome": str(Outcome.DROPPED)})
 

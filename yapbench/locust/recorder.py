@@ -175,8 +175,7 @@ class Recorder:
         self.runlog.append(batch)
         for listener in self.record_listeners:
             listener(batch)
-        # The live tab keeps every raw value (exact percentiles): only worth its memory when a web UI can show it;
-        # a headless soak would otherwise grow by every session's values (the run directory has them all).
+        # The live tab's windows and chart points are only worth their memory and CPU when a web UI can show them.
         if self.environment.web_ui is not None:
             self.live.add(batch)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..arrivals import erlang_b
-from .schema import OPS
+from .schema import OPS, ratio
 
 GOOD = "good"  # boolean column added to the sessions frame when the run has goodput objectives
 
@@ -50,14 +50,14 @@ def section_rates(sessions: pd.DataFrame, duration_s: float) -> dict:
     decided = attempts - int((outcome == "cancelled").sum())
     out: dict = {
         "attempts": attempts,
-        "blocking": _ratio(int((outcome == "rejected").sum()), attempts),
-        "dropped_rate": _ratio(dropped, len(sessions)),
+        "blocking": ratio(int((outcome == "rejected").sum()), attempts),
+        "dropped_rate": ratio(dropped, len(sessions)),
         "goodput": None,
     }
     if GOOD in sessions:
         good = int(sessions[GOOD].sum())
-        out["goodput"] = _ratio(good, decided)
-        out["goodput_sessions_per_s"] = _ratio(good, duration_s)
+        out["goodput"] = ratio(good, decided)
+        out["goodput_sessions_per_s"] = ratio(good, duration_s)
     return out
 
 
@@ -99,10 +99,6 @@ def _slots(server: pd.DataFrame | None) -> int | None:
     if server is None or not len(server):
         return None
     return int(server.groupby("target")["total_slots"].max().sum())
-
-
-def _ratio(num: float, den: float) -> float | None:
-    return float(num) / float(den) if den else None
 
 
 def traffic_rows(summary: dict) -> list[tuple[str, str]]:

@@ -134,6 +134,8 @@ class ModelLoop:
             if not active:
                 await asyncio.sleep(IDLE_SLEEP_S)
                 continue
+            rows = [s.index for s in active]
+            self._mask[rows] = True
             start = time.perf_counter()
             out = await self._call_engine(self.engine.step, self._batch, self._mask)
             remaining = self.step_cost_s - (time.perf_counter() - start)
@@ -143,7 +145,6 @@ class ModelLoop:
             self.metrics.step_duration.observe(elapsed)
             self.step_idx += 1
             self.model_step_idx += 1
-            rows = [s.index for s in active]
             self._post_process(out.tokens, out.prs, active, rows)
             self._mask[rows] = False
             self._log_stats(len(active), elapsed)
@@ -156,7 +157,7 @@ class ModelLoop:
     def _pre_process(self) -> list[Slot]:
         active: list[Slot] = []
         to_flush: list[Slot] = []
-        batch, mask, dirty = self._batch, self._mask, self._dirty
+        batch, dirty = self._batch, self._dirty
         for i in list(dirty):
             s = self.slots[i]
             if s is None:
@@ -196,7 +197,6 @@ class ModelLoop:
                 active.append(s)
             if not (s.inbox or s.recv_done or s.buf.size >= FRAME_SAMPLES):
                 dirty.discard(i)
-        mask[[s.index for s in active]] = True
         for s in to_flush:
             s.sink.flush()  # Ready goes out now, not after the step (the real send loop is independent)
         return active
